@@ -1,0 +1,18 @@
+"""Errors a user can cause. Each carries one line that names the input and the reason;
+the CLI and the app print that line (no traceback) and the CLI exits with code 2."""
+
+
+class QwenVLError(Exception):
+    """Base of every error caused by user input rather than by a bug."""
+
+
+class MediaError(QwenVLError):
+    """An image or video that cannot be read or used (missing, empty, corrupt, absurd size)."""
+
+
+class CheckpointError(QwenVLError):
+    """A model directory that is missing files, holds corrupt files or an unsupported config."""
+
+
+class PromptTooLongError(QwenVLError):
+    """A prompt (with its vision tokens) longer than the model's context."""
