@@ -1,0 +1,112 @@
+"""Checkpoint files: safetensors, single-file or sharded with an index, in both key layouts.
+
+Our parameter names are the older published layout (`visual.*`, `model.*`, `lm_head.*`); the
+newer transformers layout (`model.visual.*`, `model.language_model.*`) is mapped onto it on load.
+We save the older layout, which every transformers version loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import CheckpointError
+from .fileio import atomic_path, atomic_write_text
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+# new-layout prefix -> our prefix; the first that matches wins
+_KEY_PREFIXES = (("model.visual.", "visual."), ("model.language_model.", "model."))
+
+
+def canonical_key(key: str) -> str:
+    for theirs, ours in _KEY_PREFIXES:
+        if key.startswith(theirs):
+            return ours + key[len(theirs) :]
+    return key
+
+
+def checkpoint_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a model directory, checked to exist."""
+    model_dir = Path(model_dir)
+    index = model_dir / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({err})") from None
+        files = [model_dir / name for name in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{model_dir}: shard file(s) named in the index are missing: {', '.join(missing)}")
+        return files
+    single = model_dir / SINGLE_NAME
+    if single.is_file():
+        return [single]
+    raise CheckpointError(f"{model_dir}: no {SINGLE_NAME} or {INDEX_NAME} (no weights to load)")
+
+
+def load_state_dict(model_dir: str | os.PathLike, dtype: torch.dtype | None = None, device="cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint under our key names, optionally cast to `dtype`."""
+    state = {}
+    for path in checkpoint_files(model_dir):
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                for key in f.keys():
+                    tensor = f.get_tensor(key)
+                    if dtype is not None and tensor.is_floating_point():
+                        tensor = tensor.to(dtype)
+                    state[canonical_key(key)] = tensor
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: unreadable or corrupt safetensors file ({err})") from None
+    return state
+
+
+def parse_size(size: int | str) -> int:
+    """'5GB', '500MB', '10KB' or a byte count -> bytes."""
+    if isinstance(size, int):
+        return size
+    units = {"GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+    text = size.strip().upper()
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def save_state_dict(state: dict[str, torch.Tensor], model_dir: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+    """Write `state` as safetensors shards (each file written atomically, the index last)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    limit = parse_size(max_shard_size)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor.detach().contiguous().cpu()
+        size += nbytes
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        with atomic_path(model_dir / SINGLE_NAME) as tmp:
+            save_file(shards[0], str(tmp), metadata=metadata)
+        (model_dir / INDEX_NAME).unlink(missing_ok=True)
+        return
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        with atomic_path(model_dir / name) as tmp:
+            save_file(shard, str(tmp), metadata=metadata)
+        weight_map.update({key: name for key in shard})
+        total += sum(t.numel() * t.element_size() for t in shard.values())
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    (model_dir / SINGLE_NAME).unlink(missing_ok=True)
