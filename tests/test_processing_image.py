@@ -64,7 +64,8 @@ def test_patch_rows_are_in_merge_group_order():
     height, width = 56, 84  # grid 4 x 6 patches
     rows = np.arange(height)[:, None] // 14
     cols = np.arange(width)[None, :] // 14
-    pixels = np.stack([rows * 10 + cols, rows * 0, rows * 0], -1).astype(np.uint8)
+    codes_2d = np.broadcast_to(rows * 10 + cols, (height, width))
+    pixels = np.stack([codes_2d, codes_2d * 0, codes_2d * 0], -1).astype(np.uint8)
     values, grid = image_to_patches(Image.fromarray(pixels), ImageSettings(image_mean=(0, 0, 0), image_std=(1, 1, 1)))
     codes = (values[:, 0] * 255).round().int().tolist()  # first value of each row = its patch code
     expected = [r * 10 + c for gr in range(2) for gc in range(3) for r in (2 * gr, 2 * gr + 1) for c in (2 * gc, 2 * gc + 1)]

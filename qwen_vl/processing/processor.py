@@ -1,0 +1,250 @@
+"""Conversations -> model inputs: chat template, media preprocessing, placeholder expansion, padding."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from qwen_vl.processing.chat import (
+    CHAT_TEMPLATE,
+    IMAGE_PAD,
+    VIDEO_PAD,
+    expand_placeholders,
+    media_items,
+    validate_messages,
+)
+from qwen_vl.processing.image import ImageSettings, image_to_patches, load_image
+from qwen_vl.processing.video import VideoSettings, preprocess_video
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+
+
+@dataclass
+class ProcessorOutput:
+    """Model inputs for a batch of B conversations with I images and V videos in total."""
+
+    input_ids: torch.Tensor  # long [B, L]
+    attention_mask: torch.Tensor  # long [B, L], 0 on padding
+    pixel_values: torch.Tensor | None = None  # float32 [sum t*h*w over images, 1176]
+    image_grid_thw: torch.Tensor | None = None  # long [I, 3]
+    pixel_values_videos: torch.Tensor | None = None  # float32 [sum t*h*w over videos, 1176]
+    video_grid_thw: torch.Tensor | None = None  # long [V, 3]
+    second_per_grid_ts: torch.Tensor | None = None  # float32 [V], temporal_patch_size / sampled fps
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def items(self):
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to(self, device) -> "ProcessorOutput":
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()}
+        return ProcessorOutput(**moved)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class QwenVLProcessor:
+    """Tokenizer + image/video preprocessing for Qwen2-VL / Qwen2.5-VL.
+
+    processor(conversation) or processor([conversation, ...]) -> ProcessorOutput.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        image_settings: ImageSettings | None = None,
+        video_settings: VideoSettings | None = None,
+        base_dir: str | os.PathLike | None = None,
+        video_backend: str = "auto",
+        **image_kwargs,
+    ):
+        """image_kwargs: any ImageSettings field (min_pixels, max_pixels, patch_size, ...)."""
+        self.tokenizer = tokenizer
+        self.image_settings = image_settings or ImageSettings(**image_kwargs)
+        if image_settings is not None and image_kwargs:
+            raise TypeError("pass image_settings or individual image fields, not both")
+        self.video_settings = video_settings or VideoSettings()
+        self.base_dir = base_dir
+        self.video_backend = video_backend
+        if not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = CHAT_TEMPLATE
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+        if self.image_token_id is None or self.video_token_id is None:
+            raise ValueError(f"tokenizer lacks {IMAGE_PAD} / {VIDEO_PAD}")
+
+    # ---- persistence -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "QwenVLProcessor":
+        from transformers import AutoTokenizer
+
+        directory = Path(directory)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        settings = {}
+        config_path = directory / PREPROCESSOR_CONFIG
+        if config_path.exists():
+            settings = image_settings_from_config(json.loads(config_path.read_text(encoding="utf-8")))
+        settings.update({k: kwargs.pop(k) for k in list(kwargs) if k in ImageSettings.__dataclass_fields__})
+        return cls(tokenizer, ImageSettings(**settings), **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Tokenizer files and preprocessor_config.json; each file lands whole or not at all."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".tokenizer."))
+        try:
+            self.tokenizer.save_pretrained(str(staging))
+            for item in staging.iterdir():
+                os.replace(item, directory / item.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        _atomic_write_text(directory / PREPROCESSOR_CONFIG, json.dumps(self.preprocessor_config(), indent=2) + "\n")
+
+    def preprocessor_config(self) -> dict:
+        """The Hugging Face preprocessor_config.json content (old and transformers-5 keys)."""
+        s = self.image_settings
+        return {
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen2_5_VLProcessor",
+            "do_resize": True,
+            "resample": 3,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "do_convert_rgb": True,
+            "image_mean": list(s.image_mean),
+            "image_std": list(s.image_std),
+            "min_pixels": s.min_pixels,
+            "max_pixels": s.max_pixels,
+            "size": {"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels},
+            "patch_size": s.patch_size,
+            "temporal_patch_size": s.temporal_patch_size,
+            "merge_size": s.merge_size,
+        }
+
+    # ---- text ----------------------------------------------------------------------------
+    def apply_chat_template(self, conversation: list[dict], add_generation_prompt: bool = True) -> str:
+        validate_messages(conversation)
+        return self.tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def decode(self, token_ids, **kwargs) -> str:
+        return self.tokenizer.decode(token_ids, **kwargs)
+
+    def batch_decode(self, sequences, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(sequences, **kwargs)
+
+    # ---- main entry ----------------------------------------------------------------------
+    def __call__(
+        self,
+        conversations: list[dict] | list[list[dict]],
+        add_generation_prompt: bool = True,
+        padding_side: str = "left",
+        base_dir: str | os.PathLike | None = None,
+    ) -> ProcessorOutput:
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        batch = [conversations] if conversations and isinstance(conversations[0], dict) else conversations
+        base_dir = self.base_dir if base_dir is None else base_dir
+        merge_area = self.image_settings.merge_size**2
+
+        sequences: list[list[int]] = []
+        image_rows, image_grids, video_rows, video_grids, video_seconds = [], [], [], [], []
+        for conversation in batch:
+            text = self.apply_chat_template(conversation, add_generation_prompt)
+            counts = []
+            for item in media_items(conversation):
+                if item.kind == "image":
+                    rows, grid = image_to_patches(load_image(item.source, base_dir), self.image_settings, **{
+                        k: v for k, v in item.options.items()
+                        if k in ("min_pixels", "max_pixels", "resized_height", "resized_width")
+                    })
+                    image_rows.append(rows)
+                    image_grids.append(grid)
+                else:
+                    video = preprocess_video(
+                        item.source, self.image_settings, self.video_settings, base_dir,
+                        self.video_backend, **item.options,
+                    )
+                    rows, grid = video.pixel_values, video.grid_thw
+                    video_rows.append(rows)
+                    video_grids.append(grid)
+                    video_seconds.append(video.second_per_grid_t)
+                counts.append((item.kind, grid[0] * grid[1] * grid[2] // merge_area))
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            sequences.append(self._expand(ids, counts))
+
+        input_ids, attention_mask = self._pad(sequences, padding_side)
+        return ProcessorOutput(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=torch.cat(image_rows) if image_rows else None,
+            image_grid_thw=torch.tensor(image_grids, dtype=torch.long) if image_grids else None,
+            pixel_values_videos=torch.cat(video_rows) if video_rows else None,
+            video_grid_thw=torch.tensor(video_grids, dtype=torch.long) if video_grids else None,
+            second_per_grid_ts=torch.tensor(video_seconds, dtype=torch.float32) if video_seconds else None,
+        )
+
+    def _expand(self, ids: list[int], counts: list[tuple[str, int]]) -> list[int]:
+        return expand_placeholders(ids, {"image": self.image_token_id, "video": self.video_token_id}, counts)
+
+    def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] ids padded with the pad token and the matching 0/1 attention mask."""
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            span = slice(length - len(seq), length) if side == "left" else slice(0, len(seq))
+            input_ids[row, span] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, span] = 1
+        return input_ids, attention_mask
+
+
+def image_settings_from_config(config: dict) -> dict:
+    """ImageSettings fields from a preprocessor_config.json: min/max_pixels or size{shortest_edge,
+    longest_edge} (transformers 5), the latter winning when both are present."""
+    settings = {}
+    for key in ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size"):
+        if config.get(key) is not None:
+            settings[key] = int(config[key])
+    size = config.get("size") or {}
+    if size.get("shortest_edge") is not None:
+        settings["min_pixels"] = int(size["shortest_edge"])
+    if size.get("longest_edge") is not None:
+        settings["max_pixels"] = int(size["longest_edge"])
+    for key in ("image_mean", "image_std"):
+        if config.get(key) is not None:
+            settings[key] = tuple(float(v) for v in config[key])
+    return settings
+
+
+__all__ = ["QwenVLProcessor", "ProcessorOutput", "image_settings_from_config"]
