@@ -45,7 +45,7 @@ def make_video(path: str, seconds: int, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast", "crf": "28"}
-        ramp = (np.arange(width, dtype=np.uint16)[None, :] + np.arange(height, dtype=np.uint16)[:, None])
+        ramp = np.arange(width, dtype=np.uint16)[None, :] + np.arange(height, dtype=np.uint16)[:, None]
         for i in range(seconds * fps):
             grey = ((ramp + 4 * i) % 256).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(np.repeat(grey[:, :, None], 3, axis=2), format="rgb24")
@@ -96,8 +96,12 @@ def decode_all_then_sample(path: str) -> torch.Tensor:
     count = sample_frame_count(selected.count, rate)
     indices = sample_indices(selected, count)
     video = SampledVideo(
-        torch.from_numpy(np.stack([frames[i] for i in indices])), indices,
-        sampled_fps(count, selected, rate), len(frames), rate, "pyav-all",
+        torch.from_numpy(np.stack([frames[i] for i in indices])),
+        indices,
+        sampled_fps(count, selected, rate),
+        len(frames),
+        rate,
+        "pyav-all",
     )
     return video_to_patches(video).pixel_values
 
@@ -130,12 +134,14 @@ def main() -> None:
 
     naive = results["decode all + sample s"]
     print()
-    print(f"| task | ours | transformers / naive | ratio |")
-    print(f"|---|---|---|---|")
+    print("| task | ours | transformers / naive | ratio |")
+    print("|---|---|---|---|")
     print(f"| 1920x1080 JPEG, images/s | {ours_ips:.2f} | {theirs_ips:.2f} | {ours_ips / theirs_ips:.2f}x |")
     for name in ("ours (decord)", "ours (PyAV sparse)"):
         secs = results[name + " s"]
-        print(f"| {args.seconds} s 1080p video -> input at 2 fps, s, {name} | {secs:.2f} | {naive:.2f} | {naive / secs:.2f}x |")
+        print(
+            f"| {args.seconds} s 1080p video -> input at 2 fps, s, {name} | {secs:.2f} | {naive:.2f} | {naive / secs:.2f}x |"
+        )
     print()
     print(f"image max abs diff vs transformers: {diff:.2e}; PyAV sparse == decode-all output: {same}")
 

@@ -73,9 +73,7 @@ class TextConfig:
         if self.mrope_section is None:
             self.mrope_section = default_mrope_section(self.head_dim)
         if sum(self.mrope_section) != self.head_dim // 2:
-            raise CheckpointError(
-                f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}"
-            )
+            raise CheckpointError(f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}")
 
 
 @dataclass
@@ -95,12 +93,10 @@ class QwenVLConfig:
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict) -> "QwenVLConfig":
+    def from_dict(cls, raw: dict) -> QwenVLConfig:
         model_type = raw.get("model_type")
         if model_type not in FAMILIES:
-            raise CheckpointError(
-                f"unsupported model_type {model_type!r}: qwen-vl loads {', '.join(FAMILIES)}"
-            )
+            raise CheckpointError(f"unsupported model_type {model_type!r}: qwen-vl loads {', '.join(FAMILIES)}")
         # Newer transformers nest the text keys under text_config; older ones keep them flat.
         text_raw = {**raw, **(raw.get("text_config") or {})}
         if text_raw.get("use_sliding_window"):
@@ -121,7 +117,7 @@ class QwenVLConfig:
         )
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike) -> "QwenVLConfig":
+    def from_pretrained(cls, model_dir: str | os.PathLike) -> QwenVLConfig:
         path = Path(model_dir) / "config.json"
         if not path.is_file():
             raise CheckpointError(f"{model_dir}: no config.json (not a model directory)")
@@ -252,7 +248,7 @@ def _ratio(a: int, b: int) -> int | float:
     return a // b if a % b == 0 else a / b
 
 
-def vision_config_from(value: "VisionConfig | dict | None", model_type: str = "qwen2_5_vl") -> VisionConfig:
+def vision_config_from(value: VisionConfig | dict | None, model_type: str = "qwen2_5_vl") -> VisionConfig:
     """A VisionConfig from an object, a config.json-style dict, or None (the published default)."""
     if isinstance(value, VisionConfig):
         return value

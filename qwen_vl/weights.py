@@ -52,7 +52,9 @@ def checkpoint_files(model_dir: str | os.PathLike) -> list[Path]:
     raise CheckpointError(f"{model_dir}: no {SINGLE_NAME} or {INDEX_NAME} (no weights to load)")
 
 
-def load_state_dict(model_dir: str | os.PathLike, dtype: torch.dtype | None = None, device="cpu") -> dict[str, torch.Tensor]:
+def load_state_dict(
+    model_dir: str | os.PathLike, dtype: torch.dtype | None = None, device="cpu"
+) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint under our key names, optionally cast to `dtype`."""
     state = {}
     for path in checkpoint_files(model_dir):
@@ -80,7 +82,9 @@ def parse_size(size: int | str) -> int:
     return int(text)
 
 
-def save_state_dict(state: dict[str, torch.Tensor], model_dir: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+def save_state_dict(
+    state: dict[str, torch.Tensor], model_dir: str | os.PathLike, max_shard_size: int | str = "5GB"
+) -> None:
     """Write `state` as safetensors shards (each file written atomically, the index last)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)

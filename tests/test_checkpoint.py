@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_model_parity import IMG, block, mm_types, pixels
+from tiny import IDS as TOKEN_IDS
+from tiny import hf_twin, tiny_model
 
 from qwen_vl.errors import CheckpointError
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-from test_model_parity import IMG, block, mm_types, pixels
-from tiny import IDS as TOKEN_IDS, hf_twin, tiny_model
 
 GRID = (1, 6, 8)
 IDS = torch.tensor([[3, 4] + block(IMG, GRID) + [5, 6]])
@@ -83,8 +84,14 @@ def test_from_llm_keeps_the_llm_text_logits(tmp_path):
     import transformers
 
     cfg = transformers.Qwen2Config(
-        vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(0)
     llm = transformers.Qwen2ForCausalLM(cfg).eval()
@@ -93,7 +100,8 @@ def test_from_llm_keeps_the_llm_text_logits(tmp_path):
             p.normal_(0, 0.2)
     llm.save_pretrained(tmp_path)
     vl = QwenVLForConditionalGeneration.from_llm(
-        tmp_path, vision_config=dict(hidden_size=32, depth=2, num_heads=2, intermediate_size=48, fullatt_block_indexes=[1]),
+        tmp_path,
+        vision_config=dict(hidden_size=32, depth=2, num_heads=2, intermediate_size=48, fullatt_block_indexes=[1]),
         token_ids=TOKEN_IDS,
     )
     ids = torch.randint(0, 280, (2, 19))
@@ -104,8 +112,11 @@ def test_from_llm_keeps_the_llm_text_logits(tmp_path):
     assert vl.config.vision.out_hidden_size == 64
     # the fresh vision tower works on an image prompt
     with torch.no_grad():
-        out = vl(torch.tensor([[3] + [vl.config.vision_start_token_id] + [vl.config.image_token_id] * 4 + [5]]),
-                 pixel_values=torch.randn(16, 1176), image_grid_thw=torch.tensor([[1, 4, 4]]))
+        out = vl(
+            torch.tensor([[3] + [vl.config.vision_start_token_id] + [vl.config.image_token_id] * 4 + [5]]),
+            pixel_values=torch.randn(16, 1176),
+            image_grid_thw=torch.tensor([[1, 4, 4]]),
+        )
     assert torch.isfinite(out.logits).all()
 
 

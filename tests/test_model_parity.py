@@ -2,10 +2,14 @@
 
 import pytest
 import torch
-
 from tiny import IDS, hf_twin, tiny_model
 
-IMG, VID, VS, VE = IDS["image_token_id"], IDS["video_token_id"], IDS["vision_start_token_id"], IDS["vision_end_token_id"]
+IMG, VID, VS, VE = (
+    IDS["image_token_id"],
+    IDS["video_token_id"],
+    IDS["vision_start_token_id"],
+    IDS["vision_end_token_id"],
+)
 TOL = 1e-4
 
 
@@ -40,7 +44,9 @@ def run_both(model, hf, ids, mask=None, images=(), videos=(), seconds=None, posi
             kw["second_per_grid_ts"] = torch.tensor(seconds)
     with torch.no_grad():
         ours = model(ids, attention_mask=mask, position_ids=position_ids, **kw)
-        theirs = hf(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_types(ids), position_ids=position_ids, **kw)
+        theirs = hf(
+            input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_types(ids), position_ids=position_ids, **kw
+        )
     return ours, theirs
 
 
@@ -104,7 +110,11 @@ def test_position_ids_match_transformers_where_rules_agree(pair):
     row = [3] + block(IMG, grids[0]) + [4] + block(VID, vgrid[0]) + [5, 6]
     ids = torch.tensor([[0, 0] + row, [7] * 2 + row])
     mask = torch.tensor([[0, 0] + [1] * len(row), [1] * (len(row) + 2)])
-    kw = dict(image_grid_thw=torch.tensor(grids * 2), video_grid_thw=torch.tensor(vgrid * 2), second_per_grid_ts=torch.tensor([0.5, 0.5]))
+    kw = dict(
+        image_grid_thw=torch.tensor(grids * 2),
+        video_grid_thw=torch.tensor(vgrid * 2),
+        second_per_grid_ts=torch.tensor([0.5, 0.5]),
+    )
     ours, deltas = model.position_ids(ids, mask, **kw)
     theirs, their_deltas = hf.model.get_rope_index(ids, mm_types(ids), attention_mask=mask, **kw)
     assert torch.equal(ours[:, mask.bool()], theirs[:, mask.bool()])

@@ -59,7 +59,12 @@ def image(height, width, seed):
 
 
 def test_template_exact_text():
-    messages = [{"role": "user", "content": [{"type": "image", "image": "cat.jpg"}, {"type": "text", "text": "Describe this image."}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": "cat.jpg"}, {"type": "text", "text": "Describe this image."}],
+        }
+    ]
     expected = (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "<|vision_start|><|image_pad|><|vision_end|>Describe this image.<|im_end|>\n<|im_start|>assistant\n"
@@ -73,10 +78,15 @@ def test_template_multi_turn_system_and_videos(tokenizer):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": [{"type": "text", "text": "Hello."}]},
-        {"role": "user", "content": [
-            {"type": "video", "video": "a.mp4"}, {"type": "image", "image": "b.png"},
-            {"type": "image", "image": "c.png"}, {"type": "text", "text": "Compare."},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "video": "a.mp4"},
+                {"type": "image", "image": "b.png"},
+                {"type": "image", "image": "c.png"},
+                {"type": "text", "text": "Compare."},
+            ],
+        },
     ]
     expected = (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
@@ -104,24 +114,34 @@ def test_tokenizer_special_tokens_and_round_trip(tokenizer, tmp_path):
 
 def conversation(*parts, system=None):
     messages = [{"role": "system", "content": system}] if system else []
-    content = [{"type": "image", "image": p} if isinstance(p, Image.Image) else {"type": "text", "text": p} for p in parts]
+    content = [
+        {"type": "image", "image": p} if isinstance(p, Image.Image) else {"type": "text", "text": p} for p in parts
+    ]
     return messages + [{"role": "user", "content": content}]
 
 
 CASES = {
     "single": lambda: conversation(image(480, 640, 0), "Describe this image."),
     "multi": lambda: conversation(image(100, 90, 1), "and", image(30, 500, 2), "Compare these two images."),
-    "multi_turn": lambda: conversation(image(64, 64, 3), "What is in the picture?", system="Be brief.") + [
-        {"role": "assistant", "content": "A cat."},
-        {"role": "user", "content": [{"type": "image", "image": image(300, 200, 4)}, {"type": "text", "text": "And now?"}]},
-    ],
+    "multi_turn": lambda: (
+        conversation(image(64, 64, 3), "What is in the picture?", system="Be brief.")
+        + [
+            {"role": "assistant", "content": "A cat."},
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": image(300, 200, 4)}, {"type": "text", "text": "And now?"}],
+            },
+        ]
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matches_transformers_processor(ours, theirs, case):
     messages = CASES[case]()
-    images = [p["image"] for m in messages if not isinstance(m["content"], str) for p in m["content"] if p["type"] == "image"]
+    images = [
+        p["image"] for m in messages if not isinstance(m["content"], str) for p in m["content"] if p["type"] == "image"
+    ]
     text = theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     expected = theirs(text=[text], images=images, return_tensors="pt")
     got = ours(messages)
@@ -147,15 +167,22 @@ def test_batch_padding_sides(ours, theirs):
         assert right.input_ids[row].tolist() == seq + [pad] * gap
         assert right.attention_mask[row].tolist() == [1] * len(seq) + [0] * gap
     text = [theirs.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
-    expected = theirs(text=text, images=[convs[0][0]["content"][0]["image"]], padding=True, padding_side="left", return_tensors="pt")
+    expected = theirs(
+        text=text, images=[convs[0][0]["content"][0]["image"]], padding=True, padding_side="left", return_tensors="pt"
+    )
     assert left.input_ids.tolist() == expected["input_ids"].tolist()
 
 
 def test_per_item_pixel_budget(ours):
-    messages = [{"role": "user", "content": [
-        {"type": "image", "image": image(480, 640, 5), "max_pixels": 64 * 28 * 28},
-        {"type": "image", "image": image(480, 640, 5), "resized_height": 56, "resized_width": 84},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image(480, 640, 5), "max_pixels": 64 * 28 * 28},
+                {"type": "image", "image": image(480, 640, 5), "resized_height": 56, "resized_width": 84},
+            ],
+        }
+    ]
     out = ours(messages)
     # 480x640 over 50176 px: beta = sqrt(307200 / 50176); floor(480/beta/28)*28 = 168, floor(640/beta/28)*28 = 252.
     assert out.image_grid_thw.tolist() == [[1, 12, 18], [1, 4, 6]]
@@ -179,12 +206,17 @@ def write_video(path, num_frames, fps):
 def test_video_placeholders_and_relative_paths(ours, tmp_path):
     write_video(tmp_path / "clip.mp4", 50, 10)  # 5 s -> 10 frames at 2 fps
     Image.new("RGB", (56, 56), (1, 2, 3)).save(tmp_path / "still.png")
-    messages = [{"role": "user", "content": [
-        {"type": "video", "video": "clip.mp4", "fps": 2},
-        {"type": "image", "image": "still.png"},
-        {"type": "video", "video": [Image.new("RGB", (56, 56))] * 4},
-        {"type": "text", "text": "Describe."},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "video": "clip.mp4", "fps": 2},
+                {"type": "image", "image": "still.png"},
+                {"type": "video", "video": [Image.new("RGB", (56, 56))] * 4},
+                {"type": "text", "text": "Describe."},
+            ],
+        }
+    ]
     out = ours(messages, base_dir=tmp_path)
     video_pad = ours.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     grids = out.video_grid_thw.tolist()

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -68,7 +69,9 @@ def test_patch_rows_are_in_merge_group_order():
     pixels = np.stack([codes_2d, codes_2d * 0, codes_2d * 0], -1).astype(np.uint8)
     values, grid = image_to_patches(Image.fromarray(pixels), ImageSettings(image_mean=(0, 0, 0), image_std=(1, 1, 1)))
     codes = (values[:, 0] * 255).round().int().tolist()  # first value of each row = its patch code
-    expected = [r * 10 + c for gr in range(2) for gc in range(3) for r in (2 * gr, 2 * gr + 1) for c in (2 * gc, 2 * gc + 1)]
+    expected = [
+        r * 10 + c for gr in range(2) for gc in range(3) for r in (2 * gr, 2 * gr + 1) for c in (2 * gc, 2 * gc + 1)
+    ]
     assert grid == (1, 4, 6)
     assert codes == expected
     # A still image fills both temporal slots with the same values.

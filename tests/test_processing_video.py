@@ -6,7 +6,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from qwen_vl.errors import MediaError
@@ -36,7 +37,7 @@ def write_video(path, num_frames, fps, gop=None):
             pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
             for bit in range(8):
                 if (i >> bit) & 1:
-                    pixels[:, bit * STRIPE:(bit + 1) * STRIPE] = 255
+                    pixels[:, bit * STRIPE : (bit + 1) * STRIPE] = 255
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = i
             for packet in stream.encode(frame):
@@ -47,7 +48,7 @@ def write_video(path, num_frames, fps, gop=None):
 
 
 def frame_numbers(frames: torch.Tensor) -> list[int]:
-    centres = frames[:, :, STRIPE // 2::STRIPE, :].float().mean(dim=(1, 3))  # [T, 8]
+    centres = frames[:, :, STRIPE // 2 :: STRIPE, :].float().mean(dim=(1, 3))  # [T, 8]
     weights = torch.tensor([1 << b for b in range(8)])
     return ((centres > 127).long() * weights).sum(1).tolist()
 
@@ -105,7 +106,7 @@ def test_start_end_and_nframes(videos, backend):
 
 
 def test_backends_agree(videos):
-    for rate, path in videos.items():
+    for _rate, path in videos.items():
         a = read_video(path, backend="decord", fps=4, video_start=0.5)
         b = read_video(path, backend="pyav", fps=4, video_start=0.5)
         assert a.indices == b.indices

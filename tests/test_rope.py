@@ -1,10 +1,10 @@
 """M-RoPE position ids against the published rule, computed by hand."""
 
 import torch
+from test_model_parity import IMG, VE, VID, VS, mm_types, pixels
+from tiny import hf_twin, tiny_model
 
 from qwen_vl.modeling.rope import mrope_position_ids
-from test_model_parity import IMG, VID, VE, VS, block, mm_types, pixels
-from tiny import hf_twin, tiny_model
 
 RULE = dict(image_token_id=IMG, video_token_id=VID, merge_size=2)
 
@@ -27,7 +27,11 @@ def test_long_video_resumes_after_the_largest_id(tmp_path):
     # transformers gives the same logits when handed these ids
     model = tiny_model("qwen2_5_vl")
     hf = hf_twin(model, tmp_path)
-    kw = dict(pixel_values_videos=pixels([grid], 2), video_grid_thw=torch.tensor([grid]), second_per_grid_ts=torch.tensor([1.3]))
+    kw = dict(
+        pixel_values_videos=pixels([grid], 2),
+        video_grid_thw=torch.tensor([grid]),
+        second_per_grid_ts=torch.tensor([1.3]),
+    )
     with torch.no_grad():
         ours = model(ids, **kw).logits
         theirs = hf(input_ids=ids, position_ids=pos, mm_token_type_ids=mm_types(ids), **kw).logits

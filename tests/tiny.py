@@ -13,21 +13,47 @@ IDS = dict(vision_start_token_id=290, vision_end_token_id=291, image_token_id=29
 
 def tiny_config(family: str = "qwen2_5_vl", tie: bool = False, tokens_per_second: float = 2) -> QwenVLConfig:
     text = TextConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
     )
     if family == "qwen2_5_vl":
         vision = VisionConfig(
-            hidden_size=32, depth=4, num_heads=2, intermediate_size=48, out_hidden_size=64,
-            fullatt_block_indexes=[1, 3], tokens_per_second=tokens_per_second,
+            hidden_size=32,
+            depth=4,
+            num_heads=2,
+            intermediate_size=48,
+            out_hidden_size=64,
+            fullatt_block_indexes=[1, 3],
+            tokens_per_second=tokens_per_second,
         )
     else:
         vision = VisionConfig(
-            hidden_size=32, depth=2, num_heads=2, intermediate_size=128, out_hidden_size=64,
-            hidden_act="quick_gelu", window_size=None, fullatt_block_indexes=[], tokens_per_second=None, norm="layer",
+            hidden_size=32,
+            depth=2,
+            num_heads=2,
+            intermediate_size=128,
+            out_hidden_size=64,
+            hidden_act="quick_gelu",
+            window_size=None,
+            fullatt_block_indexes=[],
+            tokens_per_second=None,
+            norm="layer",
         )
-    return QwenVLConfig(model_type=family, vision=vision, text=text, tie_word_embeddings=tie,
-                        bos_token_id=None, eos_token_id=1, torch_dtype="float32", **IDS)
+    return QwenVLConfig(
+        model_type=family,
+        vision=vision,
+        text=text,
+        tie_word_embeddings=tie,
+        bos_token_id=None,
+        eos_token_id=1,
+        torch_dtype="float32",
+        **IDS,
+    )
 
 
 def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
@@ -35,7 +61,13 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or "norm1" in name or "norm2" in name or "ln_q" in name or "layernorm" in name:
+            if (
+                name.endswith("norm.weight")
+                or "norm1" in name
+                or "norm2" in name
+                or "ln_q" in name
+                or "layernorm" in name
+            ):
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(std * torch.randn(p.shape, generator=gen))

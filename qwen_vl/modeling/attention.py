@@ -42,7 +42,7 @@ class Segments:
     groups: list[tuple[int, torch.Tensor | None]]  # (length, token index [n_seg, length]); None = whole sequence
 
     @classmethod
-    def from_lengths(cls, lengths: torch.Tensor | list[int], device: torch.device | str = "cpu") -> "Segments":
+    def from_lengths(cls, lengths: torch.Tensor | list[int], device: torch.device | str = "cpu") -> Segments:
         lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
         lengths = lengths[lengths > 0]
         cu = F.pad(lengths.cumsum(0), (1, 0))
@@ -57,7 +57,9 @@ class Segments:
         return cls(cu.to(device, torch.int32), int(lengths.max()), groups)
 
 
-def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments, backend: str) -> torch.Tensor:
+def segment_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments, backend: str
+) -> torch.Tensor:
     """q, k, v: [S, H, D] -> [S, H, D]; attention within each segment, no mask."""
     if backend == "flash":
         from flash_attn import flash_attn_varlen_func

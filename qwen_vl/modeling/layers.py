@@ -6,6 +6,35 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..hardware import cpu_has_bf16_matmul
+
+# Rows at or above which a bf16 product is faster in fp32 on a CPU without bf16 matrix units
+# (measured: 8 rows of 896x4864 take the same time either way; one row is 2.4x faster in bf16).
+FP32_GEMM_MIN_ROWS = 8
+
+
+class Linear(nn.Linear):
+    """nn.Linear that computes bf16 matrix products in fp32 where that is faster (AVX2 CPUs).
+
+    Weights stay bf16 in memory; each product reads them, widens them and multiplies in fp32,
+    which is several times faster than the CPU's bf16 GEMM there. One-row products (decoding)
+    stay in bf16, where reading half the bytes wins."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if (
+        x.dtype == torch.bfloat16
+        and x.device.type == "cpu"
+        and x.numel() >= FP32_GEMM_MIN_ROWS * x.shape[-1]
+        and not cpu_has_bf16_matmul()
+    ):
+        bias = None if bias is None else bias.float()
+        return F.linear(x.float(), weight.float(), bias).to(x.dtype)
+    return F.linear(x, weight, bias)
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):

@@ -16,6 +16,7 @@ from ..errors import CheckpointError
 from ..weights import load_state_dict, save_state_dict
 from .attention import Segments, resolve_backend
 from .cache import KVCache
+from .layers import Linear
 from .rope import mrope_position_ids, text_position_ids
 from .text import TextModel
 from .vision import VisionEncoder
@@ -37,7 +38,7 @@ class QwenVLForConditionalGeneration(nn.Module):
         self.config = config
         self.visual = VisionEncoder(config.vision)
         self.model = TextModel(config.text)
-        self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+        self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.attn_backend = "sdpa"
@@ -155,7 +156,7 @@ class QwenVLForConditionalGeneration(nn.Module):
     @classmethod
     def from_pretrained(
         cls, model_dir: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"
-    ) -> "QwenVLForConditionalGeneration":
+    ) -> QwenVLForConditionalGeneration:
         """Load a Hugging Face model directory (either key layout, single-file or sharded)."""
         if not Path(model_dir).is_dir():
             raise CheckpointError(f"model directory not found: {model_dir}")
@@ -220,7 +221,7 @@ class QwenVLForConditionalGeneration(nn.Module):
         vision_state: dict[str, torch.Tensor] | None = None,
         dtype: torch.dtype | str | None = None,
         token_ids: dict[str, int] | None = None,
-    ) -> "QwenVLForConditionalGeneration":
+    ) -> QwenVLForConditionalGeneration:
         """A VL model from a text-only Qwen2 LLM directory plus a fresh (or given) vision tower.
 
         The merger's output width is set to the LLM's hidden size. Vision-token ids come from

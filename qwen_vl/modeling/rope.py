@@ -39,9 +39,13 @@ def mrope_position_ids(
         image_token_id: iter((image_grid_thw if image_grid_thw is not None else torch.empty(0, 3)).tolist()),
         video_token_id: iter((video_grid_thw if video_grid_thw is not None else torch.empty(0, 3)).tolist()),
     }
-    seconds = iter(torch.as_tensor(second_per_grid_ts, dtype=torch.float).tolist() if second_per_grid_ts is not None else [])
+    seconds = iter(
+        torch.as_tensor(second_per_grid_ts, dtype=torch.float).tolist() if second_per_grid_ts is not None else []
+    )
     ids_cpu = input_ids.cpu()
-    mask_cpu = attention_mask.cpu().bool() if attention_mask is not None else torch.ones(batch, length, dtype=torch.bool)
+    mask_cpu = (
+        attention_mask.cpu().bool() if attention_mask is not None else torch.ones(batch, length, dtype=torch.bool)
+    )
     for row in range(batch):
         tokens = ids_cpu[row][mask_cpu[row]]
         pieces, next_id, pos = [], 0, 0

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import TextConfig
 from .attention import decoder_attention
 from .cache import KVCache
-from .layers import RMSNorm, activation, apply_rotary
+from .layers import Linear, RMSNorm, activation, apply_rotary
 from .rope import mrope_angles
 
 
@@ -21,10 +20,10 @@ class TextAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.q_proj = Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.attention_bias)
+        self.k_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.v_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.o_proj = Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, backend: str):  # x [B, L, E]
         b, length, _ = x.shape
@@ -41,9 +40,9 @@ class TextAttention(nn.Module):
 class TextMLP(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.act = activation(cfg.hidden_act)
 
     def forward(self, x):
@@ -85,7 +84,9 @@ class TextModel(nn.Module):
         cos, sin = mrope_angles(position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
         cos, sin = cos.to(inputs_embeds.dtype), sin.to(inputs_embeds.dtype)
         past = cache.length if cache is not None else 0
-        mask = build_mask(attention_mask, segment_ids, inputs_embeds.shape[0], inputs_embeds.shape[1], past, inputs_embeds.device)
+        mask = build_mask(
+            attention_mask, segment_ids, inputs_embeds.shape[0], inputs_embeds.shape[1], past, inputs_embeds.device
+        )
         x = inputs_embeds
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:

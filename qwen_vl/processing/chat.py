@@ -53,8 +53,16 @@ class MediaItem:
 
 
 _MEDIA_OPTION_KEYS = (
-    "min_pixels", "max_pixels", "resized_height", "resized_width",
-    "fps", "nframes", "min_frames", "max_frames", "video_start", "video_end",
+    "min_pixels",
+    "max_pixels",
+    "resized_height",
+    "resized_width",
+    "fps",
+    "nframes",
+    "min_frames",
+    "max_frames",
+    "video_start",
+    "video_end",
 )
 
 

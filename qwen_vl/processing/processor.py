@@ -51,7 +51,7 @@ class ProcessorOutput:
     def items(self):
         return [(k, getattr(self, k)) for k in self.keys()]
 
-    def to(self, device) -> "ProcessorOutput":
+    def to(self, device) -> ProcessorOutput:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()}
         return ProcessorOutput(**moved)
 
@@ -100,7 +100,7 @@ class QwenVLProcessor:
 
     # ---- persistence -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "QwenVLProcessor":
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> QwenVLProcessor:
         from transformers import AutoTokenizer
 
         directory = Path(directory)
@@ -181,16 +181,25 @@ class QwenVLProcessor:
             counts = []
             for item in media_items(conversation):
                 if item.kind == "image":
-                    rows, grid = image_to_patches(load_image(item.source, base_dir), self.image_settings, **{
-                        k: v for k, v in item.options.items()
-                        if k in ("min_pixels", "max_pixels", "resized_height", "resized_width")
-                    })
+                    rows, grid = image_to_patches(
+                        load_image(item.source, base_dir),
+                        self.image_settings,
+                        **{
+                            k: v
+                            for k, v in item.options.items()
+                            if k in ("min_pixels", "max_pixels", "resized_height", "resized_width")
+                        },
+                    )
                     image_rows.append(rows)
                     image_grids.append(grid)
                 else:
                     video = preprocess_video(
-                        item.source, self.image_settings, self.video_settings, base_dir,
-                        self.video_backend, **item.options,
+                        item.source,
+                        self.image_settings,
+                        self.video_settings,
+                        base_dir,
+                        self.video_backend,
+                        **item.options,
                     )
                     rows, grid = video.pixel_values, video.grid_thw
                     video_rows.append(rows)

@@ -57,9 +57,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
         ]
     )
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=learned, initial_alphabet=alphabet, special_tokens=[], show_progress=False
-    )
+    trainer = trainers.BpeTrainer(vocab_size=learned, initial_alphabet=alphabet, special_tokens=[], show_progress=False)
     backend.train_from_iterator(list(texts), trainer)
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
 

@@ -117,7 +117,7 @@ class PyAVReader:
             pts = self._frame_pts[i]
             if pts not in found:  # undecodable frame: nearest decoded one stands in
                 pos = bisect.bisect_left(decoded, pts)
-                pts = min(decoded[max(pos - 1, 0): pos + 1], key=lambda p: abs(p - pts))
+                pts = min(decoded[max(pos - 1, 0) : pos + 1], key=lambda p: abs(p - pts))
             out.append(found[pts])
         return np.stack(out)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from qwen_vl.errors import MediaError
-from qwen_vl.processing.image import IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS
+from qwen_vl.processing.image import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS
 
 FRAME_FACTOR = 2  # frame counts are multiples of the temporal patch size
 FPS = 2.0
@@ -104,8 +104,7 @@ def sample_frame_count(
         count = floor_by_factor(min(max(wanted, low), high, total_frames), FRAME_FACTOR)
     if not FRAME_FACTOR <= count <= total_frames:
         raise MediaError(
-            f"{name}: cannot sample {count} frames from {total_frames} "
-            f"(need between {FRAME_FACTOR} and {total_frames})"
+            f"{name}: cannot sample {count} frames from {total_frames} (need between {FRAME_FACTOR} and {total_frames})"
         )
     return count
 
@@ -135,7 +134,20 @@ def frame_max_pixels(
 
 
 __all__ = [
-    "FRAME_FACTOR", "FPS", "FPS_MIN_FRAMES", "FPS_MAX_FRAMES", "VIDEO_MIN_PIXELS", "VIDEO_MAX_PIXELS",
-    "VIDEO_TOTAL_PIXELS", "FrameRange", "frame_range", "sample_frame_count", "sample_indices",
-    "sampled_fps", "frame_max_pixels", "IMAGE_FACTOR", "MIN_PIXELS", "MAX_PIXELS",
+    "FRAME_FACTOR",
+    "FPS",
+    "FPS_MIN_FRAMES",
+    "FPS_MAX_FRAMES",
+    "VIDEO_MIN_PIXELS",
+    "VIDEO_MAX_PIXELS",
+    "VIDEO_TOTAL_PIXELS",
+    "FrameRange",
+    "frame_range",
+    "sample_frame_count",
+    "sample_indices",
+    "sampled_fps",
+    "frame_max_pixels",
+    "IMAGE_FACTOR",
+    "MIN_PIXELS",
+    "MAX_PIXELS",
 ]
