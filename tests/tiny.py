@@ -89,3 +89,37 @@ def hf_twin(model: QwenVLForConditionalGeneration, tmp_path):
         "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
     }[model.config.model_type]
     return cls.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+CORPUS = [
+    "a red circle on the left and a blue square on the right",
+    "What does the text say? The text says hello world.",
+    "How many shapes are there? There are three shapes.",
+    "When does the green star appear? At 4 seconds.",
+    "Describe this image. A yellow triangle on a white background.",
+    "你好，世界 🙂 emoji and CJK text",
+] * 4
+
+
+def save_tiny_model_dir(path, family: str = "qwen2_5_vl", seed: int = 0, vocab_size: int = 400):
+    """A complete tiny model directory: weights, config, tokenizer (ChatML template), preprocessor.
+
+    Token ids come from the trained tokenizer, as in a real checkpoint."""
+    from qwen_vl.processing import QwenVLProcessor, build_tokenizer
+
+    tokenizer = build_tokenizer(CORPUS, vocab_size=vocab_size)
+    config = tiny_config(family)
+    config.text.vocab_size = len(tokenizer)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in [
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
+    ]}
+    for name, value in ids.items():
+        setattr(config, name, value)
+    config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config.pad_token_id = tokenizer.pad_token_id
+    model = randomize(QwenVLForConditionalGeneration(config), seed).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    QwenVLProcessor(tokenizer).save_pretrained(path)
+    return path

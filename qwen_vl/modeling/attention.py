@@ -81,27 +81,31 @@ def segment_attention(
 def decoder_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, backend: str
 ) -> torch.Tensor:
-    """q: [B, H, L, D]; k, v: [B, Hkv, T, D]; mask: bool [B, 1, L, T] (True = attend) -> [B, H, L, D]."""
-    heads, kv_heads = q.shape[1], k.shape[1]
+    """q: [B, H, L, D]; k, v: [B, Hkv, T, D]; mask: bool [B, 1, L, T] (True = attend) -> [B, H, L, D].
+
+    mask=None means plain causal attention (T == L), or all keys for a single query."""
+    attend = _eager if backend == "eager" else _sdpa
+    batch, heads, length, dim = q.shape
+    kv_heads = k.shape[1]
+    if kv_heads != heads and length == 1:
+        # Decoding: fold the query heads that share a kv head into the query axis instead of
+        # copying the cache n_rep times; a [B, 1, 1, T] mask broadcasts over them.
+        out = attend(q.view(batch, kv_heads, heads // kv_heads, dim), k, v, mask)
+        return out.view(batch, heads, 1, dim)
     if kv_heads != heads:
-        if q.shape[2] == 1 and mask is not None and mask.shape[2] == 1:
-            # One query per row (decoding): fold the query heads that share a kv head into the
-            # query axis instead of copying the cache n_rep times.
-            b, _, _, d = q.shape
-            qg = q.view(b, kv_heads, heads // kv_heads, d)
-            out = (_sdpa if backend != "eager" else _eager)(qg, k, v, mask)
-            return out.view(b, heads, 1, d)
         k = k.repeat_interleave(heads // kv_heads, dim=1)
         v = v.repeat_interleave(heads // kv_heads, dim=1)
-    return (_sdpa if backend != "eager" else _eager)(q, k, v, mask)
+    return attend(q, k, v, mask, causal=mask is None and length > 1)
 
 
-def _sdpa(q, k, v, mask):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+def _sdpa(q, k, v, mask, causal=False):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
-def _eager(q, k, v, mask):
+def _eager(q, k, v, mask, causal=False):
     scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if causal:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return (scores.softmax(-1).to(v.dtype)) @ v

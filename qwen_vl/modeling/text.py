@@ -99,13 +99,14 @@ class TextModel(nn.Module):
 
 
 def build_mask(attention_mask, segment_ids, batch: int, length: int, past: int, device) -> torch.Tensor | None:
-    """bool [B, 1, L, past + L] (True = attend): causal, real keys only, within one packed sample.
+    """bool [B, 1, L, past + L] (True = attend): causal, real keys only, within one packed sample;
+    None when plain causal attention is all that is needed.
 
     A query that would see no key at all (a left pad) is allowed to see itself, so that no row of
     the softmax is empty (an empty row turns into NaN and poisons the padded positions)."""
     total = past + length
-    if attention_mask is None and segment_ids is None and length == 1:
-        return None
+    if attention_mask is None and segment_ids is None and (length == 1 or past == 0):
+        return None  # plain causal: the attention kernel's own is_causal path
     q_pos = torch.arange(past, total, device=device).view(length, 1)
     k_pos = torch.arange(total, device=device).view(1, total)
     mask = (k_pos <= q_pos).expand(batch, 1, length, total)

@@ -51,6 +51,9 @@ class ProcessorOutput:
     def items(self):
         return [(k, getattr(self, k)) for k in self.keys()]
 
+    def get(self, key: str, default=None):
+        return getattr(self, key, None) if key in self.keys() else default
+
     def to(self, device) -> ProcessorOutput:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()}
         return ProcessorOutput(**moved)
