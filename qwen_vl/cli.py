@@ -1,0 +1,379 @@
+"""The `qwen-vl` command line: caption, ask, chat, info, train, eval.
+
+Heavy imports (torch, transformers) happen inside the commands, so `--help` is instant. Every
+error a user can cause is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="qwen-vl",
+    help="Qwen2.5-VL vision-language models on your machine: caption, ask, chat, train, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+# ---- options shared by the generating commands ------------------------------------------------
+Model = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model directory or hub name ORG/NAME (default: the bundled model).")
+]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")]
+Dtype = Annotated[
+    str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 where the device computes it fast).")
+]
+MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens to generate per answer.")]
+Temperature = Annotated[float, typer.Option(min=0.0, help="0 = greedy.")]
+TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
+TopK = Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k most likely tokens (0 = all).")]
+RepPenalty = Annotated[float, typer.Option("--repetition-penalty", min=0.01, help="> 1 discourages repeats.")]
+Seed = Annotated[int | None, typer.Option(help="Seed for sampling.")]
+Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop=None):
+    from .generation import SamplingConfig
+
+    return SamplingConfig(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=tuple(stop or ()),
+    )
+
+
+def load(model: str | None, device: str | None, dtype: str | None):
+    from rich.console import Console
+
+    from .loading import load_model
+
+    with Console(stderr=True).status("loading model", spinner="dots"):
+        return load_model(model, device=device, dtype=dtype)
+
+
+def expand_media(items: list[str], extensions: set[str]) -> list[str]:
+    """Files named directly, matched by a glob pattern, or found in a folder (sorted)."""
+    out = []
+    for item in items:
+        if any(ch in item for ch in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                fail(f"{item}: no file matches this pattern")
+            out.extend(matches)
+        elif Path(item).is_dir():
+            found = sorted(str(p) for p in Path(item).iterdir() if p.suffix.lower() in extensions)
+            if not found:
+                fail(f"{item}: folder holds no {'/'.join(sorted(e[1:] for e in extensions))} files")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
+def run_safely(fn):
+    """Turn user-caused errors into one line and exit code 2."""
+    from .errors import QwenVLError
+
+    try:
+        return fn()
+    except QwenVLError as err:
+        fail(str(err))
+    except ValueError as err:  # bad option values found below the CLI layer
+        fail(str(err))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+# ---- commands ---------------------------------------------------------------------------------
+@app.command()
+def caption(
+    images: Annotated[list[str], typer.Argument(help="Image files, glob patterns or folders.")],
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print JSON Lines {image, caption} instead of text.")
+    ] = False,
+    prompt: Annotated[str, typer.Option(help="Instruction sent with each image.")] = "Describe this image.",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images captioned together.")] = 4,
+    max_pixels: Annotated[int | None, typer.Option(help="Pixel budget per image.")] = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    max_new_tokens: MaxNew = 64,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    repetition_penalty: RepPenalty = 1.0,
+    seed: Seed = None,
+):
+    """Caption images, one line each: `IMAGE<TAB>caption` (or JSON Lines with --json)."""
+    paths = expand_media(images, IMAGE_EXTENSIONS)
+
+    def work():
+        from .errors import MediaError
+        from .generation import generate_text
+        from .processing import load_image
+
+        cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        mdl, proc = load(model, device, dtype)
+        failed = 0
+        loaded = []
+        for path in paths:  # read every image first so one bad file is reported, not fatal
+            try:
+                loaded.append((path, load_image(path)))
+            except MediaError as err:
+                typer.echo(f"error: {err}", err=True)
+                failed += 1
+        for start in range(0, len(loaded), batch_size):
+            chunk = loaded[start : start + batch_size]
+            extra = {"max_pixels": max_pixels} if max_pixels else {}
+            convs = [
+                [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "image": img, **extra}, {"type": "text", "text": prompt}],
+                    }
+                ]
+                for _, img in chunk
+            ]
+            for (path, _), text in zip(chunk, generate_text(mdl, proc, convs, cfg), strict=True):
+                line = (
+                    json.dumps({"image": path, "caption": text}, ensure_ascii=False)
+                    if json_lines
+                    else f"{path}\t{text}"
+                )
+                typer.echo(line)
+        if failed:
+            raise typer.Exit(2)
+
+    run_safely(work)
+
+
+@app.command()
+def ask(
+    media: Annotated[list[str], typer.Argument(help="Images and/or videos (by extension), globs or folders.")],
+    question: Annotated[str, typer.Option("--question", "-q", help="The question to ask about the media.")],
+    fps: Annotated[float | None, typer.Option(min=0.01, help="Video frames sampled per second (default 2).")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="Pixel budget per image or video frame.")] = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    max_new_tokens: MaxNew = 128,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    repetition_penalty: RepPenalty = 1.0,
+    seed: Seed = None,
+    stop: Stop = None,
+):
+    """Ask a question about one or more images and videos; the answer streams to stdout."""
+    paths = expand_media(media, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+
+    def work():
+        from .generation import stream_text
+
+        content = [media_item(p, fps, max_pixels) for p in paths] + [{"type": "text", "text": question}]
+        cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
+        mdl, proc = load(model, device, dtype)
+        for piece in stream_text(mdl, proc, [{"role": "user", "content": content}], cfg):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    run_safely(work)
+
+
+def media_item(path: str, fps: float | None = None, max_pixels: int | None = None) -> dict:
+    if not Path(path).exists():
+        from .errors import MediaError
+
+        raise MediaError(f"{path}: no such file")
+    extra = {"max_pixels": max_pixels} if max_pixels else {}
+    if Path(path).suffix.lower() in VIDEO_EXTENSIONS:
+        return {"type": "video", "video": path, **({"fps": fps} if fps else {}), **extra}
+    return {"type": "image", "image": path, **extra}
+
+
+@app.command()
+def chat(
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    fps: Annotated[float | None, typer.Option(min=0.01, help="Video frames sampled per second (default 2).")] = None,
+    max_new_tokens: MaxNew = 256,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    repetition_penalty: RepPenalty = 1.0,
+    seed: Seed = None,
+    stop: Stop = None,
+):
+    """Interactive multi-turn chat. Commands: /image PATH, /video PATH, /reset, /exit."""
+
+    def work():
+        from .errors import MediaError
+        from .generation import stream_text
+        from .processing import load_image, read_video
+
+        cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
+        mdl, proc = load(model, device, dtype)
+        history = [{"role": "system", "content": system}] if system else []
+        pending: list[dict] = []
+        interactive = sys.stdin.isatty()
+        typer.echo("qwen-vl chat: /image PATH, /video PATH, /reset, /exit", err=True)
+        while True:
+            try:
+                line = input("you> " if interactive else "")
+            except EOFError:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            command, _, arg = line.partition(" ")
+            if command == "/exit":
+                break
+            if command == "/reset":
+                history, pending = history[:1] if system else [], []
+                typer.echo("(conversation cleared)", err=True)
+                continue
+            if command in ("/image", "/video"):
+                try:
+                    item = media_item(arg.strip(), fps)
+                    # read it now so that a bad file is reported here, not in the middle of a turn
+                    load_image(item["image"]) if command == "/image" else read_video(
+                        item["video"], fps=fps, nframes=None
+                    )
+                except MediaError as err:
+                    typer.echo(f"error: {err}", err=True)
+                    continue
+                pending.append(item)
+                typer.echo(f"(attached {arg.strip()})", err=True)
+                continue
+            turn = {"role": "user", "content": pending + [{"type": "text", "text": line}]}
+            answer = []
+            try:
+                for piece in stream_text(mdl, proc, history + [turn], cfg):
+                    answer.append(piece)
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except MediaError as err:
+                typer.echo(f"error: {err}", err=True)
+                pending = []
+                continue
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            history += [turn, {"role": "assistant", "content": [{"type": "text", "text": "".join(answer)}]}]
+            pending = []
+
+    run_safely(work)
+
+
+@app.command()
+def info(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory or hub name (default: the bundled model).")
+    ] = None,
+):
+    """Print a model's architecture, sizes and dtype (reads file headers only, loads no weights)."""
+
+    def work():
+        from .config import QwenVLConfig
+        from .loading import resolve_model_dir
+        from .weights import checkpoint_files
+
+        model_dir = resolve_model_dir(model)
+        cfg = QwenVLConfig.from_pretrained(model_dir)
+        counts, dtypes, size = parameter_counts(checkpoint_files(model_dir))
+        t, v = cfg.text, cfg.vision
+        rows = [
+            ("directory", str(model_dir)),
+            (
+                "architecture",
+                f"{cfg.model_type} ({'window + full attention' if v.window_size else 'full attention'} ViT)",
+            ),
+            (
+                "parameters",
+                f"{sum(counts.values()) / 1e6:.2f} M (vision {counts['vision'] / 1e6:.2f} M, text {counts['text'] / 1e6:.2f} M)",
+            ),
+            ("weights", f"{', '.join(sorted(dtypes))}, {size / 1e6:.1f} MB on disk"),
+            (
+                "vision",
+                f"{v.depth} blocks, width {v.hidden_size}, {v.num_heads} heads, patch {v.patch_size}, merge {v.spatial_merge_size}",
+            ),
+            (
+                "text",
+                f"{t.num_hidden_layers} layers, hidden {t.hidden_size}, {t.num_attention_heads} heads / {t.num_key_value_heads} kv, vocab {t.vocab_size}",
+            ),
+            ("context", f"{t.max_position_embeddings} tokens, rope theta {t.rope_theta:g}, mrope {t.mrope_section}"),
+            ("tied embeddings", str(cfg.tie_word_embeddings).lower()),
+        ]
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            typer.echo(f"{key:<{width}}  {value}")
+
+    run_safely(work)
+
+
+def parameter_counts(files) -> tuple[dict[str, int], set[str], int]:
+    """Parameters per tower, dtypes and bytes, from safetensors headers."""
+    import math
+    import struct
+
+    counts, dtypes, size = {"vision": 0, "text": 0}, set(), 0
+    for path in files:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            tower = "vision" if "visual." in key else "text"
+            counts[tower] += math.prod(meta["shape"])
+            dtypes.add(meta["dtype"])
+        size += os.path.getsize(path)
+    return counts, dtypes, size
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def train(ctx: typer.Context):
+    """Train or fine-tune (stages 1-3): `qwen-vl train --config training/configs/stage1.yaml`. See training/README.md."""
+    from training.train import main as train_main
+
+    raise typer.Exit(train_main(ctx.args) or 0)
+
+
+@app.command(
+    name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+)
+def evaluate(ctx: typer.Context):
+    """Run a benchmark: `qwen-vl eval --task textvqa --data DIR --model DIR`. See eval/README.md."""
+    from eval.runner import main as eval_main
+
+    raise typer.Exit(eval_main(ctx.args) or 0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

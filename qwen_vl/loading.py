@@ -1,0 +1,76 @@
+"""Finding and loading a model: the bundled one, a local directory, or a hub name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import CheckpointError
+
+BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "model"
+
+
+def resolve_model_dir(ref: str | os.PathLike | None = None) -> Path:
+    """A model directory for `ref`: None = the bundled model; an existing directory; or a hub
+    name ORG/NAME, found in the local Hugging Face cache (and downloaded where a network exists,
+    unless HF_HUB_OFFLINE=1)."""
+    if ref is None:
+        if not (BUNDLED_MODEL_DIR / "config.json").is_file():
+            raise CheckpointError(
+                f"the bundled model is not installed at {BUNDLED_MODEL_DIR}; pass --model DIR "
+                "or build it with `bash training/build_bundled_model.sh`"
+            )
+        return BUNDLED_MODEL_DIR
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    text = str(ref)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists():
+        return _from_hub(text)
+    raise CheckpointError(f"model directory not found: {ref}")
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as err:  # a malformed name, an unreadable cache
+        raise CheckpointError(f"{repo_id}: not a usable hub model name ({err.__class__.__name__})") from None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise CheckpointError(f"{repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise CheckpointError(f"{repo_id}: cannot download ({first_line})") from None
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(ref: str | os.PathLike | None = None, device: str | None = None, dtype=None):
+    """(model, processor) for a model reference; dtype defaults to what the device runs fast."""
+    from .hardware import default_dtype
+    from .modeling.model import QwenVLForConditionalGeneration
+    from .processing import QwenVLProcessor
+
+    model_dir = resolve_model_dir(ref)
+    device = pick_device(device)
+    model = QwenVLForConditionalGeneration.from_pretrained(
+        model_dir, dtype=dtype or default_dtype(device), device=device
+    )
+    try:
+        processor = QwenVLProcessor.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{model_dir}: tokenizer or preprocessor config unreadable ({err})") from None
+    return model, processor
