@@ -1,0 +1,111 @@
+"""JSON Lines sets: the generic format and the synthetic suites of the bundled model.
+
+Generic, one object per line (media paths relative to the file):
+    {"id": "q1" (optional; default the line number), "image": "img.png" | "video": "clip.mp4",
+     "question": "...", "answers": ["...", ...] | "answer": "...", "category": "..." (optional)}
+Synthetic suites (training/synthetic.py writes DIR/<task>.jsonl), one object per line:
+    {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/000123.png"},
+                  {"type": "text", "text": "..."}]}, {"role": "assistant", ...}],
+     "task": "caption" | "vqa" | "ocr" | "video", "answer": "...",
+     "event_second": 4, "fps": 7 (video only), "scene": {...}}
+The prompt is every message before the final assistant turn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files
+
+
+def _lines(path: Path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        yield number, json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise DataError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not readable ({err.__class__.__name__})") from None
+
+
+def _absolute(source, base: Path):
+    """A media reference made absolute against the JSONL folder (URIs, bytes and frame lists of
+    those are kept as they are)."""
+    if isinstance(source, list):
+        return [_absolute(item, base) for item in source]
+    if isinstance(source, str) and "://" not in source and not source.startswith("data:"):
+        return str((base / source).absolute())
+    return source
+
+
+def load_jsonl(root: Path) -> list[Sample]:
+    path = find_files(root, ("*.jsonl",), "JSON Lines file (*.jsonl)")[0]
+    base = path.parent
+    samples = []
+    for number, item in _lines(path):
+        if "question" not in item or not ({"image", "video"} & set(item)):
+            raise DataError(f"{path}:{number}: needs 'question' and 'image' or 'video'")
+        answers = item["answers"] if "answers" in item else item.get("answer")
+        samples.append(
+            Sample(
+                id=str(item.get("id", number)),
+                question=item["question"],
+                answers=as_answers(answers),
+                image=_absolute(item["image"], base) if "image" in item else None,
+                video=_absolute(item["video"], base) if "video" in item else None,
+                category=item.get("category"),
+            )
+        )
+    return check_unique(samples, path)
+
+
+def load_synthetic(root: Path, kind: str) -> list[Sample]:
+    """The lines of one synthetic task (caption | vqa | ocr | video); DIR/<kind>.jsonl when DIR is a folder."""
+    if root.is_dir() and (root / f"{kind}.jsonl").is_file():
+        path = root / f"{kind}.jsonl"
+    else:
+        path = find_files(root, ("*.jsonl",), f"synthetic {kind} file ({kind}.jsonl)")[0]
+    base = path.parent
+    samples = []
+    for number, item in _lines(path):
+        if item.get("task", kind) != kind:
+            continue
+        messages = item.get("messages")
+        if not isinstance(messages, list) or "answer" not in item:
+            raise DataError(f"{path}:{number}: a synthetic line needs 'messages' and 'answer'")
+        while messages and messages[-1].get("role") == "assistant":
+            messages = messages[:-1]
+        prompt = [_absolute_message(m, base) for m in messages]
+        question = " ".join(
+            part.get("text", "") for m in prompt if isinstance(m.get("content"), list) for part in m["content"]
+        ).strip()
+        samples.append(
+            Sample(
+                id=str(item.get("id", number)),
+                question=question,
+                answers=as_answers(item["answer"]),
+                messages=prompt,
+                meta={k: item[k] for k in ("event_second", "fps") if k in item},
+            )
+        )
+    if not samples:
+        raise DataError(f"{path}: no lines with task {kind!r}")
+    return check_unique(samples, path)
+
+
+def _absolute_message(message: dict, base: Path) -> dict:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    parts = []
+    for part in content:
+        part = dict(part)
+        for key in ("image", "video"):
+            if key in part:
+                part[key] = _absolute(part[key], base)
+        parts.append(part)
+    return {**message, "content": parts}

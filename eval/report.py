@@ -1,0 +1,122 @@
+"""Final scores of a run from its predictions: metrics JSON and a Markdown table."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from eval import metrics as defs
+from eval.datasets import Sample
+from eval.scoring import METRICS, failed_value
+from eval.tasks import Task
+from qwen_vl.fileio import atomic_write_text
+
+MAX_LISTED_FAILURES = 50
+
+
+def sample_values(metric_names: tuple[str, ...], sample: Sample, record: dict) -> dict:
+    """Per-metric values of one sample from its prediction record (failed -> `failed_value`)."""
+    values = {}
+    for name in metric_names:
+        metric = METRICS[name]
+        if record.get("error") is not None or record.get("prediction") is None:
+            values[name] = failed_value(metric, sample)
+        else:
+            values[name] = metric.score(record["prediction"], sample)
+    return values
+
+
+def score_run(task: Task, metric_names: tuple[str, ...], samples: list[Sample], records: list[dict]) -> dict:
+    """Scores over `samples`; a sample without a record is reported as missing and not scored."""
+    by_id = {str(r["id"]): r for r in records}
+    values: dict[str, list] = defaultdict(list)
+    by_category: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    failures, missing = {}, []
+    for sample in samples:
+        record = by_id.get(sample.id)
+        if record is None:
+            missing.append(sample.id)
+            continue
+        if record.get("error") is not None:
+            failures[sample.id] = record["error"]
+        for name, value in sample_values(metric_names, sample, record).items():
+            values[name].append(value)
+            if sample.category is not None:
+                by_category[sample.category][name].append(value)
+    scored = len(samples) - len(missing)
+    result = {
+        "task": task.name,
+        "metrics": {name: METRICS[name].aggregate(values[name]) for name in metric_names},
+        "num_samples": len(samples),
+        "num_scored": scored,
+        "num_failed": len(failures),
+        "num_missing": len(missing),
+        "failures": dict(list(failures.items())[:MAX_LISTED_FAILURES]),
+        "missing": missing[:MAX_LISTED_FAILURES],
+    }
+    if by_category:
+        result["categories"] = {
+            category: {
+                "num_samples": len(next(iter(cat_values.values()))),
+                **{name: METRICS[name].aggregate(cat_values[name]) for name in metric_names},
+            }
+            for category, cat_values in sorted(by_category.items())
+        }
+    if "ocrbench" in metric_names and by_category:
+        result["ocrbench"] = ocrbench_summary(result["categories"])
+    return result
+
+
+def ocrbench_summary(categories: dict) -> dict:
+    """The published OCRBench breakdown: Text Recognition (six categories summed, out of 300), the
+    four other groups, and the final score (the sum, out of 1000 on the full set)."""
+    correct = {name: categories.get(name, {}).get("ocrbench", 0.0) for name in defs.OCRBENCH_CATEGORIES}
+    text_recognition = sum(correct[name] for name in defs.OCRBENCH_TEXT_RECOGNITION)
+    groups = {"Text Recognition": text_recognition}
+    groups.update({name: correct[name] for name in list(defs.OCRBENCH_CATEGORIES)[6:]})
+    return {"groups": groups, "final_score": sum(groups.values()), "out_of": defs.OCRBENCH_TOTAL}
+
+
+def _number(value: float, name: str) -> str:
+    return f"{value:.0f}" if name == "ocrbench" else f"{value:.2f}"
+
+
+def markdown(result: dict) -> str:
+    names = list(result["metrics"])
+    header = ["task", "samples", "failed", *[_label(n) for n in names]]
+    row = [
+        result["task"],
+        str(result["num_samples"]),
+        str(result["num_failed"]),
+        *[_number(result["metrics"][n], n) for n in names],
+    ]
+    lines = [_table_row(header), _table_row(["---"] * len(header)), _table_row(row)]
+    if result.get("categories"):
+        lines += ["", _table_row(["category", "samples", *[_label(n) for n in names]])]
+        lines.append(_table_row(["---"] * (2 + len(names))))
+        for category, values in result["categories"].items():
+            lines.append(_table_row([category, str(values["num_samples"]), *[_number(values[n], n) for n in names]]))
+    if result.get("ocrbench"):
+        summary = result["ocrbench"]
+        lines += ["", _table_row(["OCRBench group", "correct"]), _table_row(["---", "---"])]
+        lines += [_table_row([group, f"{value:.0f}"]) for group, value in summary["groups"].items()]
+        lines.append(
+            _table_row([f"Final score (of {summary['out_of']} on the full set)", f"{summary['final_score']:.0f}"])
+        )
+    if result["num_failed"] or result["num_missing"]:
+        lines += ["", f"{result['num_failed']} failed, {result['num_missing']} missing; see metrics.json."]
+    return "\n".join(lines) + "\n"
+
+
+def _label(name: str) -> str:
+    return {"ocrbench": "ocrbench (correct)", "cer": "cer %", "wer": "wer %"}.get(name, f"{name} %")
+
+
+def _table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_report(out_dir: Path, result: dict) -> None:
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out_dir / "metrics.md", markdown(result))

@@ -1,0 +1,219 @@
+"""`qwen-vl eval` / `python -m eval`: run a benchmark on a model and score it.
+
+    qwen-vl eval --task textvqa --data DIR --model DIR [--output DIR] [--limit N]
+                 [--batch-size 8] [--max-new-tokens N] [--resume]
+    accelerate launch --cpu --num_processes 2 -m eval --task ... (data parallel)
+
+Each process answers a strided shard of the samples (sample i goes to process i % world), greedy,
+batched, and appends its predictions to a JSON Lines file batch by batch (fsync). The main process
+then merges the files into predictions.jsonl and writes metrics.json and metrics.md (atomically).
+`--resume` skips every id already in the predictions files. A sample whose media cannot be read
+is recorded as failed with its reason and counted as wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from eval import predictions as pred
+from eval.datasets import Sample
+from eval.report import sample_values, score_run, write_report
+from eval.scoring import METRICS
+from eval.tasks import TASKS, Task, conversation, load_samples
+from qwen_vl.errors import QwenVLError
+
+
+class UsageError(QwenVLError):
+    """Arguments that do not fit together or do not fit the output folder."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen-vl eval", description="Run a benchmark on a local copy of its data and score it."
+    )
+    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="benchmark to run")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="the local copy: a folder or file in the task's layout"
+    )
+    parser.add_argument("--model", default=None, help="model directory or hub name (default: the bundled model)")
+    parser.add_argument("--output", type=Path, default=None, help="results folder (default: eval-results/<task>)")
+    parser.add_argument("--limit", type=_positive, default=None, help="only the first N samples")
+    parser.add_argument("--batch-size", type=_positive, default=8, help="conversations per generate call")
+    parser.add_argument("--max-new-tokens", type=_positive, default=None, help="default: the task's")
+    parser.add_argument("--resume", action="store_true", help="continue a run: skip ids already predicted")
+    parser.add_argument(
+        "--metric", default=None, help="comma-separated metrics (default: the task's); " + ", ".join(METRICS)
+    )
+    parser.add_argument("--prompt", default=None, help="instruction after the question (default: the task's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code: 0 done, 2 bad input (one line on stderr)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return run(args)
+    except QwenVLError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+# ---- processes -------------------------------------------------------------------------------
+class Processes:
+    """This process's place in a data-parallel run (accelerate launch), or a lone process."""
+
+    def __init__(self):
+        self._state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self._state = PartialState()
+        self.rank = self._state.process_index if self._state else 0
+        self.world = self._state.num_processes if self._state else 1
+        self.is_main = self.rank == 0
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+    def device(self, requested: str | None) -> str | None:
+        if requested or self._state is None:
+            return requested
+        return str(self._state.device)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    task = TASKS[args.task]
+    metric_names = _metric_names(args.metric, task)
+    prompt = task.prompt if args.prompt is None else args.prompt
+    max_new_tokens = args.max_new_tokens or task.max_new_tokens
+    out_dir = args.output or Path("eval-results") / task.name
+    procs = Processes()
+
+    samples = load_samples(task, args.data)
+    if args.limit is not None:
+        samples = samples[: args.limit]
+    existing = (out_dir / pred.PREDICTIONS).exists() or any(out_dir.glob(pred.PART_GLOB))
+    if existing and not args.resume:
+        raise UsageError(
+            f"{out_dir}: holds predictions of an earlier run; pass --resume to continue it or pick another --output"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = {str(r["id"]) for r in pred.all_records(out_dir)}
+    procs.barrier()  # every process has read the old state before any writes
+
+    shard = [s for i, s in enumerate(samples) if i % procs.world == procs.rank and s.id not in done]
+    if shard:
+        from qwen_vl.generation import SamplingConfig
+        from qwen_vl.loading import load_model
+
+        model, processor = load_model(args.model, device=procs.device(args.device), dtype=args.dtype)
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+        log_path = out_dir / pred.PREDICTIONS if procs.world == 1 else pred.part_path(out_dir, procs.rank)
+        with pred.PredictionLog(log_path) as log:
+            show = procs.is_main and not args.no_progress
+            answer_all(shard, model, processor, sampling, prompt, metric_names, log, args.batch_size, show)
+    procs.barrier()
+
+    if not procs.is_main:
+        return 0
+    records = pred.merge(out_dir, [s.id for s in samples])
+    result = score_run(task, metric_names, samples, records)
+    result.update(
+        model=str(args.model) if args.model else "bundled",
+        data=str(args.data),
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        limit=args.limit,
+        processes=procs.world,
+    )
+    write_report(out_dir, result)
+    from eval.report import markdown
+
+    print(markdown(result), end="")
+    print(f"results in {out_dir}/ (predictions.jsonl, metrics.json, metrics.md)", file=sys.stderr)
+    return 0
+
+
+def _metric_names(option: str | None, task: Task) -> tuple[str, ...]:
+    if option is None:
+        return task.metrics
+    names = tuple(n.strip() for n in option.split(",") if n.strip())
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise UsageError(f"--metric {option!r}: unknown metric; choose from {', '.join(METRICS)}")
+    if "choice_accuracy" in names and not task.choice:
+        raise UsageError(f"--metric choice_accuracy needs a multiple-choice task, not {task.name}")
+    return names
+
+
+def answer_all(
+    shard: list[Sample], model, processor, sampling, prompt: str, metric_names, log, batch_size: int, show: bool
+) -> None:
+    """Answer the shard batch by batch, appending each batch's records to the log."""
+    from tqdm import tqdm
+
+    headline = METRICS[metric_names[0]]
+    seen_values: list = []
+    with tqdm(total=len(shard), desc="eval", unit="sample", disable=not show, file=sys.stderr) as bar:
+        for start in range(0, len(shard), batch_size):
+            batch = shard[start : start + batch_size]
+            records = [
+                _record(sample, answer, error, metric_names)
+                for sample, (answer, error) in zip(
+                    batch, answer_batch(batch, model, processor, sampling, prompt), strict=True
+                )
+            ]
+            log.append(records)
+            seen_values += [r["scores"][headline.name] for r in records]
+            bar.update(len(batch))
+            bar.set_postfix({headline.name: f"{headline.aggregate(seen_values):.2f}"})
+
+
+def answer_batch(batch: list[Sample], model, processor, sampling, prompt: str) -> list[tuple[str | None, str | None]]:
+    """(answer, error) per sample. A batch that fails on bad input is retried one sample at a time,
+    so one unreadable image fails only its own sample."""
+    from qwen_vl.generation import generate_text
+
+    try:
+        answers = generate_text(model, processor, [conversation(s, prompt) for s in batch], sampling)
+        return [(a.strip(), None) for a in answers]
+    except QwenVLError as err:
+        if len(batch) == 1:
+            return [(None, str(err))]
+    out = []
+    for sample in batch:
+        try:
+            out.append((generate_text(model, processor, [conversation(sample, prompt)], sampling)[0].strip(), None))
+        except QwenVLError as err:
+            out.append((None, str(err)))
+    return out
+
+
+def _record(sample: Sample, answer: str | None, error: str | None, metric_names) -> dict:
+    record = {
+        "id": sample.id,
+        "question": sample.question,
+        "answers": sample.answers,
+        "prediction": answer,
+        "error": error,
+    }
+    record["scores"] = sample_values(metric_names, sample, record)
+    return record

@@ -1,0 +1,73 @@
+"""The benchmark tasks: where their data comes from, their standard prompt, their metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from eval import datasets as ds
+from eval.datasets import DataError, Sample
+
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+CHOICE_LETTER = "Answer with the option's letter from the given choices directly."
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    load: Callable[[Path], list[Sample]]  # the published layout
+    metrics: tuple[str, ...]  # the first is the headline number
+    prompt: str = ""  # appended on its own line after the question
+    max_new_tokens: int = 32
+    parquet: bool = True  # a folder of Hugging Face mirror Parquet files is also accepted
+    choice: bool = False  # multiple choice (options A-D)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("vqav2", ds.load_vqav2, ("vqa_accuracy",), SHORT_ANSWER, 16),
+        Task("textvqa", ds.load_textvqa, ("vqa_accuracy",), SHORT_ANSWER, 16),
+        Task("docvqa", ds.load_docvqa, ("anls",), SHORT_ANSWER, 32),
+        Task("infovqa", ds.load_infovqa, ("anls",), SHORT_ANSWER, 32),
+        Task("chartqa", ds.load_chartqa, ("relaxed_accuracy",), SHORT_ANSWER, 16),
+        Task("ocrbench", ds.load_ocrbench, ("ocrbench",), "", 128),
+        Task("mmbench", ds.load_mmbench, ("choice_accuracy",), CHOICE_LETTER, 8, choice=True),
+        Task("jsonl", ds.load_jsonl, ("exact_match",), "", 64, parquet=False),
+        Task("synthetic-caption", partial(ds.load_synthetic, kind="caption"), ("exact_match", "wer"), "", 64, False),
+        Task("synthetic-vqa", partial(ds.load_synthetic, kind="vqa"), ("exact_match",), "", 16, False),
+        Task("synthetic-ocr", partial(ds.load_synthetic, kind="ocr"), ("exact_match", "cer"), "", 32, False),
+        Task("synthetic-video", partial(ds.load_synthetic, kind="video"), ("event_second_accuracy",), "", 16, False),
+    ]
+}
+
+
+def load_samples(task: Task, data: Path) -> list[Sample]:
+    """The task's samples from a local copy: a folder of Parquet files when it holds any, else the
+    task's published layout."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: no such file or directory")
+    if task.parquet and (data.suffix == ".parquet" or (data.is_dir() and any(data.rglob("*.parquet")))):
+        return ds.load_parquet(data, choice=task.choice)
+    try:
+        return task.load(data)
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{data}: not in the {task.name} layout (missing field {err})") from None
+
+
+def conversation(sample: Sample, prompt: str) -> list[dict]:
+    """The chat the model answers: the sample's image/video, then its question and the task prompt."""
+    if sample.messages is not None:
+        return sample.messages
+    content = []
+    if sample.image is not None:
+        image = sample.image.load() if isinstance(sample.image, ds.ParquetImage) else sample.image
+        content.append({"type": "image", "image": image})
+    if sample.video is not None:
+        content.append({"type": "video", "video": sample.video})
+    text = f"{sample.question}\n{prompt}" if prompt else sample.question
+    content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
