@@ -47,6 +47,7 @@ from training.synthetic_world import (
     QUESTION_TEMPLATES,
     REGION_PHRASES,
     REGIONS,
+    ImageScene,
     Shape,
     TextScene,
     caption,
@@ -188,6 +189,11 @@ def tokenizer_corpus() -> list[str]:
         for kind in KINDS:
             texts += [template.format(colour=colour, kind=kind) for template in QUESTION_TEMPLATES.values()]
             texts += [shape_phrase(Shape(kind, colour, [0, 0, 1, 1], region)) for region in REGIONS]
+    three = [
+        Shape(kind, colour, [0, 0, 1, 1], region)
+        for kind, colour, region in zip(KINDS[:3], list(COLOURS)[:3], REGIONS, strict=True)
+    ]
+    texts.append(caption(ImageScene(3, 1, None, three)))  # the list grammar: "a ..., a ... and a ..."
     texts += [" ".join(WORDS[i : i + 8]) for i in range(0, len(WORDS), 8)]
     return list(dict.fromkeys(texts))
 

@@ -46,7 +46,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 TEXTURES = ("plain", "noise", "stripes", "checker", "gradient")
 TEXTURE_AMPLITUDE = 14  # a textured pixel differs from its base colour by at most this per channel
-MIN_CONTRAST = 90.0  # RGB distance between a base colour and any shape colour drawn on it
+MIN_CONTRAST = 100.0  # RGB distance between a base colour and any shape colour drawn on it
 
 REGIONS = ("left", "middle", "right")
 REGION_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
