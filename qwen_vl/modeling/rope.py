@@ -13,6 +13,8 @@ Padding (attention_mask == 0) takes id 0 and does not count.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -100,11 +102,19 @@ def mrope_angles(
 
     The D/2 frequency slots are split by mrope_section: the first slots rotate by the temporal
     id, the next by the height id, the last by the width id."""
-    device = position_ids.device
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
-    slot_axis = torch.repeat_interleave(torch.arange(3, device=device), torch.tensor(mrope_section, device=device))
+    inv_freq, slot_axis = _frequencies(head_dim, theta, tuple(mrope_section), position_ids.device)
     # For each slot pick its axis' id: [D/2, B, L] -> [B, L, D/2]
     slot_pos = position_ids[slot_axis].permute(1, 2, 0).float()
     angles = slot_pos * inv_freq
     angles = torch.cat([angles, angles], -1)[:, None]
     return angles.cos(), angles.sin()
+
+
+@functools.cache
+def _frequencies(
+    head_dim: int, theta: float, mrope_section: tuple[int, ...], device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse frequencies [D/2] and the axis (0 = t, 1 = h, 2 = w) each slot rotates by [D/2]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
+    slot_axis = torch.repeat_interleave(torch.arange(3, device=device), torch.tensor(mrope_section, device=device))
+    return inv_freq, slot_axis

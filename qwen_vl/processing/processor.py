@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from qwen_vl.fileio import atomic_write_text
 from qwen_vl.processing.chat import (
     CHAT_TEMPLATE,
     IMAGE_PAD,
@@ -57,18 +58,6 @@ class ProcessorOutput:
     def to(self, device) -> ProcessorOutput:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()}
         return ProcessorOutput(**moved)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class QwenVLProcessor:
@@ -126,7 +115,7 @@ class QwenVLProcessor:
                 os.replace(item, directory / item.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        _atomic_write_text(directory / PREPROCESSOR_CONFIG, json.dumps(self.preprocessor_config(), indent=2) + "\n")
+        atomic_write_text(directory / PREPROCESSOR_CONFIG, json.dumps(self.preprocessor_config(), indent=2) + "\n")
 
     def preprocessor_config(self) -> dict:
         """The Hugging Face preprocessor_config.json content (old and transformers-5 keys)."""
