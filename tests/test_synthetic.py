@@ -251,14 +251,38 @@ def test_decoded_video_shows_event_at_recorded_second(tmp_path, name, fps):
         assert near(frame[35:36, 145:146], COLOURS["yellow"], 50).all()  # the distractor stays
 
 
+def expected_state(scene: dict, index: int, time: float) -> tuple[bool, str, list[int]]:
+    """Reference rule from the recorded scene: (visible, colour, bbox) of shape `index` at `time` s."""
+    shape, event = scene["shapes"][index], scene["event"]
+    if index != event["shape"]:
+        return True, shape["colour"], shape["bbox"]
+    after = time >= event["second"]
+    if event["type"] in ("appear", "disappear"):
+        return after == (event["type"] == "appear"), shape["colour"], shape["bbox"]
+    if event["type"] == "colour":
+        return True, event["new_colour"] if after else shape["colour"], shape["bbox"]
+    step = round(event["distance"] * min(max(time - event["second"], 0) / event["move_seconds"], 1))
+    dx, dy = {"left": (-step, 0), "right": (step, 0), "up": (0, -step), "down": (0, step)}[event["direction"]]
+    x0, y0, x1, y1 = shape["bbox"]
+    return True, shape["colour"], [x0 + dx, y0 + dy, x1 + dx, y1 + dy]
+
+
 def test_video_dataset_records_event_and_fps(tmp_path):
     options = WorldOptions(fps_set=(7, 23))  # held-out rates
-    write_dataset(tmp_path, "video", 4, 5, options)
-    for record in read_records(tmp_path / "video.jsonl"):
+    write_dataset(tmp_path, "video", 6, 5, options)
+    records = read_records(tmp_path / "video.jsonl")
+    assert len({r["scene"]["event"]["type"] for r in records}) >= 3
+    for record in records:
         scene, event = record["scene"], record["scene"]["event"]
         assert record["fps"] == scene["fps"] in (7, 23) and record["event_second"] == event["second"]
         video = read_video(str(tmp_path / record["messages"][0]["content"][0]["video"]))
         assert video.total_frames == scene["duration"] * scene["fps"]
+        # Every shape, in every frame the model samples, is where the scene says, in its colour.
+        for frame, index in zip(video.frames.numpy(), video.indices, strict=True):
+            for number in range(len(scene["shapes"])):
+                visible, colour, (x0, y0, x1, y1) = expected_state(scene, number, index / scene["fps"])
+                centre = frame[(y0 + y1) // 2, (x0 + x1) // 2].astype(float)
+                assert (math.dist(centre, COLOURS[colour]) < 40) == visible, (record["id"], index, number)
         question, answer = record["messages"][0]["content"][1]["text"], record["answer"]
         when = f"At {event['second']} second{'s' if event['second'] != 1 else ''}."
         shape = scene["shapes"][event["shape"]]

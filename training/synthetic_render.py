@@ -143,7 +143,7 @@ def write_video(scene: VideoScene, path: str | os.PathLike) -> None:
         stream.width, stream.height = scene.width, scene.height
         stream.pix_fmt = "yuv420p"
         # One encoder thread: byte-identical output, and parallelism comes from worker processes.
-        stream.options = {"crf": VIDEO_CRF, "preset": "veryfast", "threads": "1"}
+        stream.options = {"crf": VIDEO_CRF, "preset": "ultrafast", "threads": "1"}
         for index, pixels in enumerate(video_frames(scene)):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
