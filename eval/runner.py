@@ -2,7 +2,8 @@
 
     qwen-vl eval --task textvqa --data DIR --model DIR [--output DIR] [--limit N]
                  [--batch-size 8] [--max-new-tokens N] [--resume]
-    accelerate launch --cpu --num_processes 2 -m eval --task ... (data parallel)
+    accelerate launch --multi_gpu --num_processes 2 -m eval --task ...   (data parallel; also on CPUs)
+    torchrun --nproc_per_node 2 -m eval --task ...                         (the same without accelerate)
 
 Each process answers a strided shard of the samples (sample i goes to process i % world), greedy,
 batched, and appends its predictions to a JSON Lines file batch by batch (fsync). The main process
@@ -81,9 +82,11 @@ class Processes:
     def __init__(self):
         self._state = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch
             from accelerate import PartialState
 
-            self._state = PartialState()
+            # without cpu=True, accelerate leaves CPU-only processes un-grouped (one "process" each)
+            self._state = PartialState(cpu=not torch.cuda.is_available())
         self.rank = self._state.process_index if self._state else 0
         self.world = self._state.num_processes if self._state else 1
         self.is_main = self.rank == 0
