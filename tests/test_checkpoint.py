@@ -157,3 +157,22 @@ def test_attention_backends_agree():
     sdpa = logits(model)
     model.attn_backend = "eager"
     assert (logits(model) - sdpa).abs().max() <= 1e-4
+
+
+def test_save_llm_writes_a_qwen2_llm_that_transformers_and_from_llm_load(tmp_path):
+    import transformers
+
+    model = tiny_model("qwen2_5_vl", tie=True)
+    model.save_llm(tmp_path)
+    llm = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    ids = torch.randint(0, 280, (1, 15))
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, llm(ids).logits
+    assert (ours - theirs).abs().max() <= 1e-4
+    again = QwenVLForConditionalGeneration.from_llm(
+        tmp_path,
+        vision_config=model.config.vision,
+        vision_state={k.removeprefix("visual."): v for k, v in model.state_dict().items() if k.startswith("visual.")},
+        token_ids=TOKEN_IDS,
+    )
+    assert torch.equal(logits(again), logits(model))

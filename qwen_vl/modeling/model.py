@@ -249,6 +249,39 @@ class QwenVLForConditionalGeneration(nn.Module):
             state.update({f"visual.{k.removeprefix('visual.')}": v.to(dtype) for k, v in vision_state.items()})
         return cls._from_state(config, state, dtype, "cpu", source=str(llm_dir), allow_missing=("visual.",))
 
+    def save_llm(self, llm_dir: str | os.PathLike) -> None:
+        """Write the text decoder alone as a Qwen2 LLM directory (`model_type: qwen2`), the
+        format from_llm reads and transformers' Qwen2ForCausalLM loads."""
+        import json
+
+        from ..fileio import atomic_write_text
+
+        t, cfg = self.config.text, self.config
+        config = {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_hidden_layers,
+            "num_attention_heads": t.num_attention_heads,
+            "num_key_value_heads": t.num_key_value_heads,
+            "hidden_act": t.hidden_act,
+            "rms_norm_eps": t.rms_norm_eps,
+            "rope_theta": t.rope_theta,
+            "max_position_embeddings": t.max_position_embeddings,
+            "tie_word_embeddings": cfg.tie_word_embeddings,
+            "use_sliding_window": False,
+            "bos_token_id": cfg.bos_token_id,
+            "eos_token_id": cfg.eos_token_id,
+            "torch_dtype": str(self.dtype).removeprefix("torch."),
+        }
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("visual.")}
+        if cfg.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        save_state_dict(state, llm_dir)
+        atomic_write_text(Path(llm_dir) / "config.json", json.dumps(config, indent=2) + "\n")
+
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not -100."""

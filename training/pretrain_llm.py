@@ -1,0 +1,139 @@
+"""Stage 0: pre-train a small text-only Qwen2 LLM on the synthetic world's language.
+
+Trains a byte-level BPE tokenizer on every phrase the world can say, then a Qwen2 decoder
+(our own text model) on `world_text` lines packed into fixed windows, and writes a Qwen2 LLM
+directory (`model_type: qwen2`, tokenizer with the ChatML template) that stage 1 turns into a
+VL model with `QwenVLForConditionalGeneration.from_llm`.
+
+    python -m training.pretrain_llm --out runs/bundled/llm --steps 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import torch
+
+from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
+from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+from qwen_vl.processing import build_tokenizer
+
+from .synthetic import tokenizer_corpus, world_text
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m training.pretrain_llm", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="LLM directory to write")
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=768)
+    p.add_argument("--lines", type=int, default=20000, help="world_text lines to train on")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def token_windows(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
+    """All lines, each ended by <|endoftext|>, concatenated and cut into windows [N, seq_len]."""
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids: list[int] = []
+    for encoded in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        ids += encoded + [eos]
+    usable = len(ids) // seq_len * seq_len
+    return torch.tensor(ids[:usable]).view(-1, seq_len)
+
+
+def build(args, tokenizer) -> QwenVLForConditionalGeneration:
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in [
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        ]
+    }
+    text = TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=4096,
+    )
+    # the vision tower is a placeholder here: only the text decoder is trained and saved
+    vision = VisionConfig(hidden_size=32, depth=1, num_heads=1, intermediate_size=32, out_hidden_size=args.hidden)
+    config = QwenVLConfig(
+        vision=vision,
+        text=text,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        torch_dtype="float32",
+        **ids,
+    )
+    torch.manual_seed(args.seed)
+    model = QwenVLForConditionalGeneration(config)
+    with torch.no_grad():  # GPT-2 style init: small normal weights, unit norms
+        for name, p in model.named_parameters():
+            if p.ndim > 1:
+                p.normal_(0, 0.02)
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.progress import Progress
+
+    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
+    windows = token_windows(tokenizer, world_text(args.seed, args.lines), args.seq_len)
+    model = build(args, tokenizer).train()
+    params = [p for n, p in model.named_parameters() if not n.startswith("visual.")]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, args.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
+    )
+    gen = torch.Generator().manual_seed(args.seed)
+    start, losses = time.time(), []
+    with Progress(disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("stage 0 (text)", total=args.steps)
+        for step in range(args.steps):
+            batch = windows[torch.randint(len(windows), (args.batch_size,), generator=gen)]
+            loss = model(batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            progress.update(task, advance=1, description=f"stage 0 (text) loss {loss.item():.3f}")
+            if step % 50 == 0 or step == args.steps - 1:
+                print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
+    model.eval().save_llm(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(
+        f"wrote {args.out}: {sum(p.numel() for p in params) / 1e6:.2f} M parameters, "
+        f"{len(windows)} windows of {args.seq_len} tokens, final loss {sum(losses[-20:]) / min(20, len(losses)):.3f}, "
+        f"{time.time() - start:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
