@@ -458,3 +458,53 @@ def test_layout_runs_end_to_end(layout, tmp_path, model_dir, capsys):
     assert set(result["metrics"]) == set(TASKS[task].metrics)
     assert "| " + task + " | " + str(count) + " | 0 |" in (out / "metrics.md").read_text()
     assert "| " + task in capsys.readouterr().out
+
+
+def write_mp4(path, seconds=3, fps=4, size=64, appear_at=1):
+    """A clip whose frames turn green from second `appear_at` on (H.264, PyAV)."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for index in range(seconds * fps):
+            colour = (0, 200, 0) if index >= appear_at * fps else (200, 0, 0)
+            frame = np.full((size, size, 3), colour, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_sets_run_end_to_end(tmp_path, model_dir):
+    """Synthetic video lines (event_second) and a generic JSONL video line, on a real mp4."""
+    root = tmp_path / "video"
+    write_mp4(root / "videos" / "000000.mp4")
+    line = {
+        "messages": [
+            {"role": "user", "content": [{"type": "video", "video": "videos/000000.mp4"}, {"type": "text", "text": "When does the green square appear?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "At 1 seconds."}]},
+        ],
+        "task": "video", "answer": "At 1 seconds.", "event_second": 1, "fps": 4,
+    }  # fmt: skip
+    (root / "video.jsonl").write_text(json.dumps(line) + "\n")
+    samples = load_samples(TASKS["synthetic-video"], root)
+    assert samples[0].meta == {"event_second": 1, "fps": 4}
+    out = tmp_path / "out"
+    argv = ["--task", "synthetic-video", "--data", str(root), "--model", str(model_dir), "--output", str(out)]
+    assert main([*argv, "--max-new-tokens", "3", "--no-progress"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["num_samples"] == 1 and result["num_failed"] == 0
+    assert result["metrics"]["event_second_accuracy"] in (0.0, 100.0)
+
+    (root / "generic.jsonl").write_text(
+        json.dumps({"video": "videos/000000.mp4", "question": "Colour?", "answer": "green"}) + "\n"
+    )
+    (root / "video.jsonl").unlink()
+    argv = ["--task", "jsonl", "--data", str(root), "--model", str(model_dir), "--output", str(tmp_path / "out2")]
+    assert main([*argv, "--max-new-tokens", "3", "--no-progress", "--metric", "exact_match,cer"]) == 0
+    result = json.loads((tmp_path / "out2" / "metrics.json").read_text())
+    assert result["num_failed"] == 0 and set(result["metrics"]) == {"exact_match", "cer"}
