@@ -508,3 +508,26 @@ def test_video_sets_run_end_to_end(tmp_path, model_dir):
     assert main([*argv, "--max-new-tokens", "3", "--no-progress", "--metric", "exact_match,cer"]) == 0
     result = json.loads((tmp_path / "out2" / "metrics.json").read_text())
     assert result["num_failed"] == 0 and set(result["metrics"]) == {"exact_match", "cer"}
+
+
+def test_sets_from_the_synthetic_generator(tmp_path, model_dir):
+    """The JSONL and media that training/synthetic.py writes load and run as synthetic-* tasks."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("training.synthetic")
+    root = tmp_path / "syn"
+    for kind in ("vqa", "video"):
+        done = subprocess.run(
+            [sys.executable, "-m", "training.synthetic", "--out", str(root), "--task", kind, "--n", "3", "--seed", "5"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    video = load_samples(TASKS["synthetic-video"], root)
+    assert len(video) == 3 and all("event_second" in s.meta for s in video)
+    for kind in ("vqa", "video"):
+        out = tmp_path / f"out-{kind}"
+        argv = ["--task", f"synthetic-{kind}", "--data", str(root), "--model", str(model_dir), "--output", str(out)]
+        assert main([*argv, "--max-new-tokens", "3", "--no-progress"]) == 0
+        result = json.loads((out / "metrics.json").read_text())
+        assert result["num_samples"] == 3 and result["num_failed"] == 0

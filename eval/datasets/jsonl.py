@@ -7,6 +7,7 @@ Synthetic suites (training/synthetic.py writes DIR/<task>.jsonl), one object per
     {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/000123.png"},
                   {"type": "text", "text": "..."}]}, {"role": "assistant", ...}],
      "task": "caption" | "vqa" | "ocr" | "video", "answer": "...",
+     "question_type": "colour" (optional; the report's categories),
      "event_second": 4, "fps": 7 (video only), "scene": {...}}
 The prompt is every message before the final assistant turn.
 """
@@ -89,6 +90,7 @@ def load_synthetic(root: Path, kind: str) -> list[Sample]:
                 question=question,
                 answers=as_answers(item["answer"]),
                 messages=prompt,
+                category=item.get("question_type"),
                 meta={k: item[k] for k in ("event_second", "fps") if k in item},
             )
         )
