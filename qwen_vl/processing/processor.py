@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from qwen_vl.processing.image import ImageSettings, image_to_patches, load_image
 from qwen_vl.processing.video import VideoSettings, preprocess_video
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
+VIDEO_PREPROCESSOR_CONFIG = "video_preprocessor_config.json"
 
 
 @dataclass
@@ -102,6 +103,9 @@ class QwenVLProcessor:
         if config_path.exists():
             settings = image_settings_from_config(json.loads(config_path.read_text(encoding="utf-8")))
         settings.update({k: kwargs.pop(k) for k in list(kwargs) if k in ImageSettings.__dataclass_fields__})
+        video_path = directory / VIDEO_PREPROCESSOR_CONFIG
+        if "video_settings" not in kwargs and video_path.exists():
+            kwargs["video_settings"] = video_settings_from_config(json.loads(video_path.read_text(encoding="utf-8")))
         return cls(tokenizer, ImageSettings(**settings), **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -116,6 +120,9 @@ class QwenVLProcessor:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         atomic_write_text(directory / PREPROCESSOR_CONFIG, json.dumps(self.preprocessor_config(), indent=2) + "\n")
+        video = {k: v for k, v in asdict(self.video_settings).items() if v is not None}
+        video["video_processor_type"] = "Qwen2VLVideoProcessor"
+        atomic_write_text(directory / VIDEO_PREPROCESSOR_CONFIG, json.dumps(video, indent=2) + "\n")
 
     def preprocessor_config(self) -> dict:
         """The Hugging Face preprocessor_config.json content (old and transformers-5 keys)."""
@@ -246,6 +253,12 @@ def image_settings_from_config(config: dict) -> dict:
         if config.get(key) is not None:
             settings[key] = tuple(float(v) for v in config[key])
     return settings
+
+
+def video_settings_from_config(config: dict) -> VideoSettings:
+    """VideoSettings from a video_preprocessor_config.json (unknown keys ignored)."""
+    known = VideoSettings.__dataclass_fields__
+    return VideoSettings(**{k: v for k, v in config.items() if k in known})
 
 
 __all__ = ["QwenVLProcessor", "ProcessorOutput", "image_settings_from_config"]
