@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_training_helpers import (
+from test_training_helpers import (  # noqa: F401
     base_config,
     caption_messages,
     caption_set,
     model_dir,
+    one_thread,
+    subprocess_env,
     text_messages,
     write_config,
     write_jsonl,
@@ -108,7 +110,11 @@ def test_training_run_reports_skips_and_finishes(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", records)
     config = write_config(tmp_path / "c.yaml", **base_config(tmp_path, data, max_steps=3, batch_size=2))
     result = subprocess.run(
-        [sys.executable, "-m", "training.train", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "training.train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -136,7 +142,11 @@ def test_bad_config_gives_one_clear_line(tmp_path, change, message):
     config.update(change)
     path = write_config(tmp_path / "c.yaml", **config)
     result = subprocess.run(
-        [sys.executable, "-m", "training.train", "--config", str(path)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "training.train", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=subprocess_env(),
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -4,9 +4,12 @@ configs; plus checks that the fixtures themselves are what the other tests assum
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 import yaml
 from PIL import Image
 from tiny import save_tiny_model_dir
@@ -19,6 +22,21 @@ CAPTIONS = {
     "yellow": "a yellow triangle",
 }
 PROMPT = "Describe this image."
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and on the shared 2-core machine several threads
+    per test process spin against each other (a 40 ms step turns into seconds)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def subprocess_env() -> dict:
+    """Environment for training subprocesses: one thread each, the repo importable."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def write_image(path: Path, rgb, size: int = 56) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_training_helpers import mixed_set, model_dir
+from test_training_helpers import mixed_set, model_dir, one_thread  # noqa: F401
 
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor

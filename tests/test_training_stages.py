@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_training_helpers import base_config, mixed_set, model_dir
+from test_training_helpers import base_config, mixed_set, model_dir, one_thread  # noqa: F401
 
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.weights import load_state_dict
@@ -107,3 +107,34 @@ def test_stage1_from_text_llm_and_vision_config(tmp_path, data):
     assert any(k.startswith("visual.merger.") for k in final)
     model = QwenVLForConditionalGeneration.from_pretrained(tmp_path / "run" / "final")
     assert model.config.vision.depth == 2 and model.config.vision.out_hidden_size == 64
+
+
+def test_gradient_checkpointing_gives_the_same_training(tmp_path, data):
+    runs = {}
+    for flag in (False, True):
+        settings = base_config(tmp_path, data, max_steps=2, batch_size=3, gradient_checkpointing=flag)
+        settings["output_dir"] = str(tmp_path / f"run-{flag}")
+        runs[flag] = Trainer(config_from_dict(settings)).fit()["final_loss"]
+        final = load_state_dict(tmp_path / f"run-{flag}" / "final")
+        runs[f"w{flag}"] = final["model.layers.1.mlp.down_proj.weight"]
+    assert runs[True] == pytest.approx(runs[False], abs=1e-6)
+    torch.testing.assert_close(runs["wTrue"], runs["wFalse"], atol=1e-6, rtol=1e-6)
+
+
+def test_bf16_mixed_precision_trains(tmp_path, data):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_training_helpers import subprocess_env, write_config
+
+    config = write_config(
+        tmp_path / "c.yaml", **base_config(tmp_path, data, max_steps=2, batch_size=3, mixed_precision="bf16")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", "--config", str(config)],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, env=subprocess_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = QwenVLForConditionalGeneration.from_pretrained(tmp_path / "run" / "final")
+    assert final.dtype == torch.float32  # master weights stay fp32; autocast runs the products in bf16
