@@ -1,0 +1,175 @@
+"""Conversation state of one browser session and the streaming of one answer.
+
+A session is a list of `Turn`s (plain data, kept in a gr.State). The model sees every earlier
+turn that was answered without error, with its media, followed by the new turn; a turn whose
+upload could not be used shows its error and is left out of later prompts, so the session goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen_vl.errors import MediaError, QwenVLError
+from qwen_vl.generation import SamplingConfig
+from qwen_vl.processing import load_image
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
+ERROR_PREFIX = "⚠️ "
+MIN_MAX_PIXELS = 56 * 56  # the preprocessing floor: a smaller budget cannot be met
+
+
+@dataclass
+class GenerationSettings:
+    """What the page's controls set; max_pixels None = the model's preprocessing default."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    fps: float = 2.0
+    max_pixels: int | None = None
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(
+            max_new_tokens=int(self.max_new_tokens), temperature=float(self.temperature), top_p=float(self.top_p)
+        )
+
+    def check(self) -> None:
+        if not self.max_new_tokens or self.max_new_tokens < 1:
+            raise QwenVLError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature is None or self.temperature < 0:
+            raise QwenVLError(f"temperature must be 0 or more, got {self.temperature}")
+        if self.top_p is None or not 0 < self.top_p <= 1:
+            raise QwenVLError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.fps is None or self.fps <= 0:
+            raise QwenVLError(f"video fps must be above 0, got {self.fps}")
+        if self.max_pixels is not None and self.max_pixels < MIN_MAX_PIXELS:
+            raise QwenVLError(f"max pixels must be at least {MIN_MAX_PIXELS}, got {self.max_pixels}")
+
+
+@dataclass
+class Turn:
+    question: str
+    files: list[str] = field(default_factory=list)  # server paths of the uploads
+    answer: str = ""
+    error: str | None = None
+    done: bool = False
+
+
+# ---- media ------------------------------------------------------------------------------------
+def display_name(path: str) -> str:
+    return os.path.basename(path)
+
+
+def media_kind(path: str) -> str:
+    """'image' or 'video' by extension; an unknown extension is probed as an image."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    try:
+        load_image(path)
+    except MediaError:
+        raise MediaError(
+            f"{display_name(path)}: not an image or a video (expected "
+            f"{', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})"
+        ) from None
+    return "image"
+
+
+def check_upload(path: str, max_bytes: int) -> None:
+    """Size limit and, for images, a full decode: cheap, and names the bad file."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise MediaError(f"{display_name(path)}: the upload is missing on the server; attach it again") from None
+    if size > max_bytes:
+        raise MediaError(
+            f"{display_name(path)}: {size / 2**20:.1f} MB is above the upload limit of {max_bytes / 2**20:.1f} MB"
+        )
+    if media_kind(path) == "image":
+        load_image(path)
+
+
+def media_item(path: str, settings: GenerationSettings) -> dict:
+    extra = {"max_pixels": int(settings.max_pixels)} if settings.max_pixels else {}
+    if media_kind(path) == "video":
+        return {"type": "video", "video": path, "fps": float(settings.fps), **extra}
+    return {"type": "image", "image": path, **extra}
+
+
+def conversation(turns: list[Turn], settings: GenerationSettings) -> list[dict]:
+    """Model messages: the answered turns without errors, then the last turn's question."""
+    messages = []
+    for index, turn in enumerate(turns):
+        last = index == len(turns) - 1
+        if not last and (turn.error or not turn.done):
+            continue
+        content = [media_item(p, settings) for p in turn.files] + [{"type": "text", "text": turn.question}]
+        messages.append({"role": "user", "content": content})
+        if not last:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.answer}]})
+    return messages
+
+
+def friendly(message: str, files: list[str]) -> str:
+    """Error text with server paths of uploads shortened to their file names.
+
+    Processing names a source by repr(path), cut to 60 characters + '...' when long."""
+    for path in sorted(files, key=len, reverse=True):
+        for shown in (repr(path), repr(path[:60] + "..."), path):
+            message = message.replace(shown, display_name(path))
+    return message
+
+
+# ---- answering --------------------------------------------------------------------------------
+def stream_answer(engine, turns: list[Turn], settings: GenerationSettings, max_upload_bytes: int) -> Iterator[Turn]:
+    """Fill in the answer of turns[-1] piece by piece, yielding it after each piece.
+
+    A user-caused failure (bad upload, bad setting, prompt too long) ends up in turn.error."""
+    turn = turns[-1]
+    turn.answer, turn.error, turn.done = "", None, False
+    all_files = [p for t in turns for p in t.files]
+    try:
+        settings.check()
+        for path in turn.files:
+            check_upload(path, max_upload_bytes)
+        messages = conversation(turns, settings)
+        for piece in engine.stream(messages, settings.sampling()):
+            turn.answer += piece
+            yield turn
+    except (QwenVLError, ValueError) as err:
+        turn.error = friendly(str(err), all_files)
+    turn.done = True
+    yield turn
+
+
+def answer_once(engine, files: list[str], question: str, settings: GenerationSettings, max_upload_bytes: int) -> str:
+    """A single-turn answer (the API endpoint); raises QwenVLError for bad input."""
+    if not question or not question.strip():
+        raise QwenVLError("the question is empty")
+    turn = Turn(question=question, files=list(files))
+    for _ in stream_answer(engine, [turn], settings, max_upload_bytes):
+        pass
+    if turn.error:
+        raise QwenVLError(turn.error)
+    return turn.answer
+
+
+# ---- what the chatbot shows -------------------------------------------------------------------
+def display(turns: list[Turn]) -> list[dict]:
+    """Gradio chatbot messages: the uploads and question, then the answer or the error."""
+    messages = []
+    for turn in turns:
+        for path in turn.files:
+            messages.append({"role": "user", "content": {"path": path}})
+        messages.append({"role": "user", "content": turn.question})
+        if turn.error:
+            messages.append({"role": "assistant", "content": ERROR_PREFIX + turn.error})
+        elif turn.answer or turn.done:
+            messages.append({"role": "assistant", "content": turn.answer or "(empty answer)"})
+    return messages

@@ -1,0 +1,57 @@
+"""The model, loaded once and shared by every session, behind a guard on concurrent use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from qwen_vl.generation import SamplingConfig, stream_text
+
+
+class Engine:
+    """Streams answers from one shared (model, processor) pair.
+
+    At most `concurrency` generations run at once (the Gradio queue already limits this; the
+    semaphore also covers callers outside the queue). Forward passes keep no state on the model
+    (the KV cache is per call), so parallel generations do not interfere."""
+
+    def __init__(self, model, processor, name: str, concurrency: int = 1):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    @classmethod
+    def load(cls, ref: str | None = None, device: str | None = None, dtype: str | None = None, concurrency: int = 1):
+        import torch
+
+        from qwen_vl.loading import load_model, resolve_model_dir
+
+        model_dir = resolve_model_dir(ref)
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        if dtype and not isinstance(torch_dtype, torch.dtype):
+            raise ValueError(f"--dtype {dtype}: not a torch dtype (use float32, bfloat16 or float16)")
+        model, processor = load_model(model_dir, device=device, dtype=torch_dtype)
+        name = "bundled model" if ref is None else Path(model_dir).name
+        return cls(model, processor, name, concurrency)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def default_max_pixels(self) -> int:
+        return int(self.processor.image_settings.max_pixels)
+
+    def describe(self) -> str:
+        """One line: name, architecture, size, dtype and device."""
+        count = self.parameter_count
+        size = f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.1f} M"
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return f"{self.name} · {self.model.config.model_type} · {size} parameters · {dtype} on {self.model.device}"
+
+    def stream(self, conversation: list[dict], sampling: SamplingConfig) -> Iterator[str]:
+        """Text pieces of the answer; the slot is released when the generator ends or is closed."""
+        with self._slots:
+            yield from stream_text(self.model, self.processor, conversation, sampling)
