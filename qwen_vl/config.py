@@ -128,12 +128,10 @@ class QwenVLConfig:
         return cls.from_dict(raw)
 
     # ---- writing -------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """The published flat layout: text keys at the top level, vision keys nested."""
+    def text_dict(self) -> dict:
+        """The decoder's keys as a Qwen2 LLM config.json holds them (shared by both layouts)."""
         t = self.text
         out = {
-            "architectures": [ARCHITECTURES[self.model_type]],
-            "model_type": self.model_type,
             "vocab_size": t.vocab_size,
             "hidden_size": t.hidden_size,
             "intermediate_size": t.intermediate_size,
@@ -143,25 +141,33 @@ class QwenVLConfig:
             "hidden_act": t.hidden_act,
             "rms_norm_eps": t.rms_norm_eps,
             "rope_theta": t.rope_theta,
-            "rope_scaling": {"type": "mrope", "mrope_section": list(t.mrope_section)},
             "max_position_embeddings": t.max_position_embeddings,
             "use_sliding_window": False,
             "attention_dropout": 0.0,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
-            "image_token_id": self.image_token_id,
-            "video_token_id": self.video_token_id,
-            "vision_start_token_id": self.vision_start_token_id,
-            "vision_end_token_id": self.vision_end_token_id,
             "tie_word_embeddings": self.tie_word_embeddings,
             "torch_dtype": self.torch_dtype,
-            "vision_config": _vision_to_dict(self.model_type, self.vision),
         }
         if t.head_dim != t.hidden_size // t.num_attention_heads:
             out["head_dim"] = t.head_dim
         if self.pad_token_id is not None:
             out["pad_token_id"] = self.pad_token_id
         return out
+
+    def to_dict(self) -> dict:
+        """The published flat layout: text keys at the top level, vision keys nested."""
+        return {
+            "architectures": [ARCHITECTURES[self.model_type]],
+            "model_type": self.model_type,
+            **self.text_dict(),
+            "rope_scaling": {"type": "mrope", "mrope_section": list(self.text.mrope_section)},
+            "image_token_id": self.image_token_id,
+            "video_token_id": self.video_token_id,
+            "vision_start_token_id": self.vision_start_token_id,
+            "vision_end_token_id": self.vision_end_token_id,
+            "vision_config": _vision_to_dict(self.model_type, self.vision),
+        }
 
     def save_pretrained(self, model_dir: str | os.PathLike) -> None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)

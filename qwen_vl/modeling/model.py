@@ -256,26 +256,9 @@ class QwenVLForConditionalGeneration(nn.Module):
 
         from ..fileio import atomic_write_text
 
-        t, cfg = self.config.text, self.config
-        config = {
-            "architectures": ["Qwen2ForCausalLM"],
-            "model_type": "qwen2",
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.hidden_size,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_hidden_layers,
-            "num_attention_heads": t.num_attention_heads,
-            "num_key_value_heads": t.num_key_value_heads,
-            "hidden_act": t.hidden_act,
-            "rms_norm_eps": t.rms_norm_eps,
-            "rope_theta": t.rope_theta,
-            "max_position_embeddings": t.max_position_embeddings,
-            "tie_word_embeddings": cfg.tie_word_embeddings,
-            "use_sliding_window": False,
-            "bos_token_id": cfg.bos_token_id,
-            "eos_token_id": cfg.eos_token_id,
-            "torch_dtype": str(self.dtype).removeprefix("torch."),
-        }
+        cfg = self.config
+        cfg.torch_dtype = str(self.dtype).removeprefix("torch.")
+        config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **cfg.text_dict()}
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("visual.")}
         if cfg.tie_word_embeddings:
             state.pop("lm_head.weight", None)
