@@ -10,7 +10,6 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -34,7 +33,7 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 16384
 MAX_RATIO = 200
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
 
 _EXIF_ORIENTATION = 0x0112
 
