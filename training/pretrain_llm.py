@@ -39,7 +39,20 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-pixels", type=int, default=100352, help="image pixel budget of the VL model's processor")
+    p.add_argument("--video-max-pixels", type=int, default=12544, help="pixel budget per video frame")
     return p.parse_args(argv)
+
+
+def save_processor(args, tokenizer) -> None:
+    """The processor the VL stages inherit: small pixel budgets keep sequences short on a CPU."""
+    from qwen_vl.processing import QwenVLProcessor
+    from qwen_vl.processing.video import VideoSettings
+
+    video = VideoSettings(min_pixels=min(3136, args.video_max_pixels), max_pixels=args.video_max_pixels)
+    QwenVLProcessor(tokenizer, min_pixels=3136, max_pixels=args.max_pixels, video_settings=video).save_pretrained(
+        args.out
+    )
 
 
 def token_windows(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
@@ -126,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             if step % 50 == 0 or step == args.steps - 1:
                 print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
     model.eval().save_llm(args.out)
-    tokenizer.save_pretrained(args.out)
+    save_processor(args, tokenizer)
     print(
         f"wrote {args.out}: {sum(p.numel() for p in params) / 1e6:.2f} M parameters, "
         f"{len(windows)} windows of {args.seq_len} tokens, final loss {sum(losses[-20:]) / min(20, len(losses)):.3f}, "
