@@ -14,6 +14,7 @@ from tiny import save_tiny_model_dir
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AuthenticationError  # noqa: E402
 
 MAX_NEW = 12
 IMAGE = str(EXAMPLES / "shapes.png")
@@ -126,7 +127,7 @@ def test_sixteen_concurrent_clients_each_get_their_answer(server, client):
 def test_login_is_required_with_auth(model_dir, tmp_path):
     with app_server(model_dir, "--auth", "ada:s3cret", log_dir=tmp_path) as (url, _):
         assert status_of(f"{url}/gradio_api/info") in (401, 403)
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(url, verbose=False)
         authed = Client(url, auth=("ada", "s3cret"), verbose=False)
         assert authed.predict([handle_file(IMAGE)], "Describe this image.", 4, 0.0, 1.0, 2.0, 0, api_name="/answer")
