@@ -32,10 +32,14 @@ def loss_sum(model, batch) -> torch.Tensor:
         return token_loss_sum(model(**batch.model_inputs()).logits.double(), batch.labels)
 
 
-def test_pack_rows_first_fit_in_order():
-    assert pack_rows([5, 4, 3, 2, 6], capacity=9) == [[0, 1], [2, 3], [4]]
+def test_pack_rows_balances_the_fewest_rows():
+    # 20 tokens need 3 rows of 9; longest first into the emptiest row: 6 | 5+2 | 4+3
+    assert pack_rows([5, 4, 3, 2, 6], capacity=9) == [[0, 3], [1, 2], [4]]
     assert pack_rows([9, 1], capacity=9) == [[0], [1]]
     assert pack_rows([3, 3, 3], capacity=9) == [[0, 1, 2]]
+    assert pack_rows([7, 7, 7, 1, 1, 1], capacity=9) == [[0, 3], [1, 4], [2, 5]]  # each 7 takes a 1
+    # 30 tokens fit 3 rows by volume, but 8+2 does not fit 9: a fourth row takes the 2s
+    assert pack_rows([8, 8, 8, 2, 2, 2], capacity=9) == [[0], [1], [2], [3, 4, 5]]
 
 
 def test_packed_loss_equals_one_by_one(setup):

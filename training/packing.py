@@ -6,6 +6,7 @@ Vision inputs are concatenated in the order their placeholder tokens appear in t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -64,20 +65,22 @@ def sample_positions(sample: Sample, position_ids: PositionFn) -> torch.Tensor:
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Sample indices per row: first fit in sample order, so the packing is deterministic and
-    rows stay nearly full. Every length must be <= capacity."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for index, length in enumerate(lengths):
-        for row, free in enumerate(room):
-            if length <= free:
-                rows[row].append(index)
-                room[row] -= length
-                break
-        else:
-            rows.append([index])
-            room.append(capacity - length)
-    return rows
+    """Sample indices per row, rows as even as possible: the fewest rows that the samples fit in
+    (longest first, each into the emptiest row), since every row is padded to the longest one.
+    Deterministic; samples keep stream order inside a row and rows are ordered by first sample.
+    Every length must be <= capacity."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    count = max(math.ceil(sum(lengths) / capacity), 1)
+    while True:
+        rows: list[list[int]] = [[] for _ in range(count)]
+        load = [0] * count
+        for index in order:
+            row = min(range(count), key=lambda r: (load[r], r))
+            rows[row].append(index)
+            load[row] += lengths[index]
+        if max(load) <= capacity:
+            return sorted((sorted(row) for row in rows if row), key=lambda row: row[0])
+        count += 1
 
 
 def packed_batch(samples: list[Sample], capacity: int, position_ids: PositionFn, pad_id: int) -> Batch:

@@ -162,11 +162,17 @@ class Trainer:
         started = time.perf_counter()
         batches = [self._micro_batch() for _ in range(cfg.grad_accum)]
         counts = torch.tensor(
-            [sum(b.label_tokens for b in batches), sum(b.tokens for b in batches), sum(b.samples for b in batches)],
+            [
+                sum(b.label_tokens for b in batches),
+                sum(b.tokens for b in batches),
+                sum(b.samples for b in batches),
+                sum(b.input_ids.numel() for b in batches),  # positions computed, padding included
+                sum(int(b.image_grid_thw.prod(-1).sum()) for b in batches if b.image_grid_thw is not None),
+            ],
             dtype=torch.float64,
             device=acc.device,
         )
-        label_tokens, tokens, samples = acc.reduce(counts, "sum").tolist()
+        label_tokens, tokens, samples, computed, patches = acc.reduce(counts, "sum").tolist()
         # DDP averages gradients over processes: scale by world so the result is sum / global count
         scale = self.world / max(label_tokens, 1.0)
         loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
@@ -196,6 +202,8 @@ class Trainer:
             "tokens": int(tokens),
             "label_tokens": int(label_tokens),
             "samples": int(samples),
+            "computed": int(computed),
+            "image_patches": int(patches),
             "seconds": time.perf_counter() - started,
         }
 
