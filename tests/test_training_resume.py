@@ -84,3 +84,19 @@ def test_resume_without_flag_refuses_to_mix_runs(tmp_path):
         env=subprocess_env(),
     )
     assert result.returncode == 2 and "already holds checkpoints; pass --resume" in result.stderr
+
+
+def test_lora_run_resumes_from_adapters(tmp_path):
+    data = mixed_set(tmp_path / "data", n_text=4)
+    settings = base_config(tmp_path, data, stage=3, lora={"r": 4, "alpha": 8}, max_steps=4, batch_size=2, save_every=0)
+    Trainer(config_from_dict({**settings, "output_dir": str(tmp_path / "reference")})).fit()
+    want = [row["loss"] for row in read_metrics(tmp_path / "reference" / "metrics.csv")]
+
+    interrupted = Trainer(config_from_dict(settings))
+    for _ in range(2):
+        interrupted.history.append(interrupted.train_step())
+    interrupted.save_checkpoint()
+    assert (tmp_path / "run" / "checkpoint-2" / "training_state" / "adapter.safetensors").is_file()
+    Trainer(config_from_dict(settings), resume=True).fit()
+    got = [row["loss"] for row in read_metrics(tmp_path / "run" / "metrics.csv")]
+    assert got == pytest.approx(want, abs=1e-6)
