@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM) -> stages 1-3
+# -> qwen_vl/assets/model -> held-out scores. About an hour on a 2-core CPU (see
+# docs/bundled_model.md for the measured times of each step).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 1. the synthetic world: training sets (two seeds) and held-out sets (unseen seeds and frame rates)
+python -m training.synthetic --out data/bundled/train --task all --n 3000 --seed 12 --max-size 448 --quiet
+for task in caption vqa ocr; do
+    python -m training.synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448 --quiet
+done
+python -m training.synthetic --out data/bundled/train2 --task video --n 4000 --seed 13 --quiet
+python -m training.synthetic --out data/bundled/heldout --task all --n 200 --seed 1001 --quiet
+python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23 --quiet
+
+# 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language
+python -m training.pretrain_llm --out runs/bundled/llm --steps 300 --lines 20000
+
+# 3. stages 1-3 (from_llm + a fresh vision tower)
+for stage in 1 2 3; do
+    python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
+done
+
+# 4. install it in the package and score it on the held-out sets
+python -m training.install_bundled runs/bundled/stage3/final
+for task in caption vqa ocr video; do
+    python -m eval --task "synthetic-$task" --data "data/bundled/heldout/$task.jsonl" --output "runs/bundled/eval/$task" --no-progress
+done
+python -m eval --task synthetic-video --data data/bundled/heldout_fps/video.jsonl --output runs/bundled/eval/video_unseen_fps --no-progress
