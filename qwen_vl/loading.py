@@ -70,7 +70,7 @@ def load_model(ref: str | os.PathLike | None = None, device: str | None = None, 
         model_dir, dtype=dtype or default_dtype(device), device=device
     )
     try:
-        processor = QwenVLProcessor.from_pretrained(model_dir)
+        processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{model_dir}: tokenizer or preprocessor config unreadable ({err})") from None
     return model, processor

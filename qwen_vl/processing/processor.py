@@ -93,11 +93,18 @@ class QwenVLProcessor:
 
     # ---- persistence -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> QwenVLProcessor:
-        from transformers import AutoTokenizer
-
+    def from_pretrained(cls, directory: str | os.PathLike, light_tokenizer: bool = False, **kwargs) -> QwenVLProcessor:
+        """light_tokenizer: read the tokenizer without importing transformers (inference only;
+        see light_tokenizer.py); otherwise transformers' AutoTokenizer."""
         directory = Path(directory)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if light_tokenizer:
+            from qwen_vl.processing.light_tokenizer import LightTokenizer
+
+            tokenizer = LightTokenizer.from_pretrained(directory)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
         settings = {}
         config_path = directory / PREPROCESSOR_CONFIG
         if config_path.exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from qwen_vl.processing.chat import CHAT_TEMPLATE
 
@@ -41,8 +40,12 @@ _SPLIT_PATTERN = (
 )
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on texts; vocab_size counts the 14 special tokens too."""
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 512):
+    """Train a byte-level BPE on texts; vocab_size counts the 14 special tokens too.
+
+    Returns a transformers PreTrainedTokenizerFast (imported here: it is slow to import)."""
+    from transformers import PreTrainedTokenizerFast
+
     learned = vocab_size - len(SPECIAL_TOKENS)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if learned < len(alphabet):
