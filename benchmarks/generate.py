@@ -26,11 +26,21 @@ IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151
 
 
 def build_model() -> QwenVLForConditionalGeneration:
-    text = TextConfig(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=6,
-                      num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768)
-    vision = VisionConfig(hidden_size=1280, depth=4, num_heads=16, intermediate_size=3420, out_hidden_size=896,
-                          fullatt_block_indexes=[3])
-    config = QwenVLConfig(vision=vision, text=text, tie_word_embeddings=True, eos_token_id=151645, torch_dtype="float32")
+    text = TextConfig(
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=6,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+    )
+    vision = VisionConfig(
+        hidden_size=1280, depth=4, num_heads=16, intermediate_size=3420, out_hidden_size=896, fullatt_block_indexes=[3]
+    )
+    config = QwenVLConfig(
+        vision=vision, text=text, tie_word_embeddings=True, eos_token_id=151645, torch_dtype="float32"
+    )
     torch.manual_seed(0)
     model = QwenVLForConditionalGeneration(config)
     with torch.no_grad():
@@ -41,7 +51,13 @@ def build_model() -> QwenVLForConditionalGeneration:
 
 def prompt() -> dict:
     grid = torch.tensor([[1, 32, 32]])
-    ids = [151644, 872, 198, VISION_START] + [IMAGE_TOKEN] * 256 + [VISION_END] + list(range(1000, 1012)) + [151645, 198, 151644, 77091, 198]
+    ids = (
+        [151644, 872, 198, VISION_START]
+        + [IMAGE_TOKEN] * 256
+        + [VISION_END]
+        + list(range(1000, 1012))
+        + [151645, 198, 151644, 77091, 198]
+    )
     return {
         "input_ids": torch.tensor([ids]),
         "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
@@ -103,20 +119,31 @@ def main():
         for name in args.dtypes:
             dtype = DTYPES[name]
             ours = QwenVLForConditionalGeneration.from_pretrained(tmp, dtype=dtype)
-            hf = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp, dtype=dtype, attn_implementation="sdpa").eval()
+            hf = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                tmp, dtype=dtype, attn_implementation="sdpa"
+            ).eval()
             ours_run(ours, batch, 4)  # warm-up both
             theirs_run(hf, batch, 4)
             p_ours, tps_ours, out_ours = ours_run(ours, batch, args.new_tokens)
             p_theirs, tps_theirs, out_theirs = theirs_run(hf, batch, args.new_tokens)
-            text_bytes = sum(p.numel() * p.element_size() for n, p in ours.named_parameters() if not n.startswith("visual."))
+            text_bytes = sum(
+                p.numel() * p.element_size() for n, p in ours.named_parameters() if not n.startswith("visual.")
+            )
             same = sum(a == b for a, b in zip(out_ours, out_theirs, strict=True))
             rows.append((name, p_ours, p_theirs, tps_ours, tps_theirs, tps_ours * text_bytes / bandwidth, same))
-            print(f"{name}: prefill {p_ours:.2f}s vs {p_theirs:.2f}s, decode {tps_ours:.1f} vs {tps_theirs:.1f} tok/s", flush=True)
+            print(
+                f"{name}: prefill {p_ours:.2f}s vs {p_theirs:.2f}s, decode {tps_ours:.1f} vs {tps_theirs:.1f} tok/s",
+                flush=True,
+            )
             del ours, hf
-    print(f"\n| dtype | prefill ours s | prefill transformers s | prefill speed-up | decode ours tok/s | decode transformers tok/s | decode speed-up | of bandwidth bound | same tokens |")
+    print(
+        "\n| dtype | prefill ours s | prefill transformers s | prefill speed-up | decode ours tok/s | decode transformers tok/s | decode speed-up | of bandwidth bound | same tokens |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, po, pt, to, tt, frac, same in rows:
-        print(f"| {name} | {po:.2f} | {pt:.2f} | {pt / po:.2f}x | {to:.1f} | {tt:.1f} | {to / tt:.2f}x | {frac:.0%} | {same}/{args.new_tokens} |")
+        print(
+            f"| {name} | {po:.2f} | {pt:.2f} | {pt / po:.2f}x | {to:.1f} | {tt:.1f} | {to / tt:.2f}x | {frac:.0%} | {same}/{args.new_tokens} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ slots of the text embeddings, M-RoPE positions, the Qwen2 decoder, logits and lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,7 @@ class QwenVLForConditionalGeneration(nn.Module):
 
     @classmethod
     def _from_state(cls, config, state, dtype, device, source: str, allow_missing: tuple[str, ...] = ()):
-        with torch.device("meta"):
+        with torch.device("meta"), _no_weight_init():
             model = cls(config)
         expected = set(model.state_dict())
         if config.tie_word_embeddings:
@@ -264,6 +265,21 @@ class QwenVLForConditionalGeneration(nn.Module):
             state.pop("lm_head.weight", None)
         save_state_dict(state, llm_dir)
         atomic_write_text(Path(llm_dir) / "config.json", json.dumps(config, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _no_weight_init():
+    """Skip the random initialisation of layers built on the meta device: it is meaningless
+    there, and the meta path of `normal_` imports torch._dynamo (over a second)."""
+    layers = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.Conv3d)
+    saved = [layer.reset_parameters for layer in layers]
+    for layer in layers:
+        layer.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        for layer, method in zip(layers, saved, strict=True):
+            layer.reset_parameters = method
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
