@@ -157,8 +157,9 @@ def test_bad_config_gives_one_clear_line(tmp_path, change, message):
 def test_overrides_and_yaml_errors(tmp_path):
     data = caption_set(tmp_path)
     path = write_config(tmp_path / "c.yaml", **base_config(tmp_path, data))
-    cfg = load_config(path, ["max_steps=10", "lr.llm=2e-5", "packing=false", "lora.r=4"])
+    cfg = load_config(path, ["max_steps=10", "lr.llm=2e-5", "packing=false", "lora.r=4", "mixed_precision=no"])
     assert (cfg.max_steps, cfg.lr["llm"], cfg.packing, cfg.lora.r) == (10, 2e-5, False, 4)
+    assert cfg.mixed_precision == "no"  # YAML reads a bare `no` as false
     assert cfg.lr["vision"] == 1e-3  # siblings survive a dotted override
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(path, ["max_steps"])

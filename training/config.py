@@ -229,6 +229,8 @@ def _check_scalars(cfg: TrainConfig, source: str) -> None:
     for name in COMPONENTS:
         if cfg.trainable()[name] and name not in cfg.lr:
             raise ConfigError(f"{source}: {name} is trained but lr.{name} is not set")
+    if cfg.mixed_precision is False:  # YAML 1.1 reads a bare `no` as false
+        cfg.mixed_precision = "no"
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"{source}: mixed_precision must be no, bf16 or fp16, got {cfg.mixed_precision!r}")
     if cfg.max_grad_norm is not None and (not isinstance(cfg.max_grad_norm, (int, float)) or cfg.max_grad_norm <= 0):
