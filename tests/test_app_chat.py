@@ -7,6 +7,7 @@ from test_app_support import EXAMPLES
 from tiny import save_tiny_model_dir
 
 from qwen_vl.generation import SamplingConfig, stream_text
+from qwen_vl.hardware import default_dtype
 from qwen_vl.webapp import chat
 from qwen_vl.webapp.chat import GenerationSettings, Turn, conversation, display, stream_answer
 from qwen_vl.webapp.engine import Engine
@@ -173,4 +174,5 @@ def test_answer_once_refuses_an_empty_question(engine):
 
 def test_engine_describes_the_model(engine):
     count = sum(p.numel() for p in engine.model.parameters())
-    assert engine.describe() == f"chat_model0 · qwen2_5_vl · {count / 1e6:.1f} M parameters · float32 on cpu"
+    dtype = str(default_dtype("cpu")).removeprefix("torch.")  # bfloat16 where the CPU has bf16 matrix units
+    assert engine.describe() == f"chat_model0 · qwen2_5_vl · {count / 1e6:.1f} M parameters · {dtype} on cpu"

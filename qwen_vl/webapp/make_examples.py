@@ -22,13 +22,15 @@ from training.synthetic_world import BACKGROUNDS, COLOURS, Background, Shape, Vi
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
-# (file, background, [(kind, colour, bbox)], question): bboxes are end-exclusive, one per third.
+# (file, background, [(kind, colour, bbox)], question, answer): bboxes are end-exclusive, one per
+# third; the answers are the ones the world's grammar gives (synthetic_world.caption, sample_vqa).
 IMAGES = [
     (
         "shapes.png",
         "beige",
         [("circle", "red", [16, 40, 96, 120]), ("square", "blue", [232, 44, 304, 116])],
         "Describe this image.",
+        "a red circle on the left and a blue square on the right",
     ),
     (
         "three_shapes.png",
@@ -39,11 +41,12 @@ IMAGES = [
             ("square", "purple", [238, 58, 298, 118]),
         ],
         "How many shapes are there?",
+        "three",
     ),
-    ("colour.png", "light grey", [("star", "orange", [110, 20, 210, 120])], "What colour is the star?"),
+    ("colour.png", "light grey", [("star", "orange", [110, 20, 210, 120])], "What colour is the star?", "orange"),
 ]
-TEXT_IMAGE = ("sign.png", "sage", "garden river", "black", "What does the text say?")
-VIDEO = ("green_star.mp4", "When does the green star appear?")
+TEXT_IMAGE = ("sign.png", "sage", "garden river", "black", "What does the text say?")  # the answer is the text
+VIDEO = ("green_star.mp4", "When does the green star appear?", "At 2 seconds.")
 IMAGE_SIZE = (320, 160)  # width, height
 
 
@@ -78,21 +81,21 @@ def star_clip() -> VideoScene:
 
 
 def write_examples(out: Path = EXAMPLES_DIR) -> list[dict]:
-    """Write every example and examples.json ([{file, question}]); returns that list."""
+    """Write every example and examples.json ([{file, question, answer}]); returns that list."""
     out.mkdir(parents=True, exist_ok=True)
     listing = []
-    for name, background, shapes, question in IMAGES:
+    for name, background, shapes, question, answer in IMAGES:
         with atomic_path(out / name) as tmp:
             shapes_image(background, shapes).save(tmp, format="PNG", optimize=True)
-        listing.append({"file": name, "question": question})
+        listing.append({"file": name, "question": question, "answer": answer})
     name, background, text, colour, question = TEXT_IMAGE
     with atomic_path(out / name) as tmp:
         text_image(background, text, colour).save(tmp, format="PNG", optimize=True)
-    listing.append({"file": name, "question": question})
-    name, question = VIDEO
+    listing.append({"file": name, "question": question, "answer": text})
+    name, question, answer = VIDEO
     with atomic_path(out / name) as tmp:
         write_video(star_clip(), tmp)  # the writer names the container format itself
-    listing.append({"file": name, "question": question})
+    listing.append({"file": name, "question": question, "answer": answer})
     atomic_write_text(out / "examples.json", json.dumps(listing, indent=2) + "\n")
     for path in out.iterdir():  # temp files are created private; examples are public
         path.chmod(0o644)
