@@ -17,7 +17,15 @@ from PIL import Image
 
 from qwen_vl.processing import read_video
 from training import synthetic
-from training.synthetic import WorldOptions, build_sample, main, tokenizer_corpus, world_text, write_dataset
+from training.synthetic import (
+    WorldOptions,
+    build_sample,
+    main,
+    tokenizer_corpus,
+    world_items,
+    world_text,
+    write_dataset,
+)
 from training.synthetic_render import write_video
 from training.synthetic_words import WORDS
 from training.synthetic_world import (
@@ -104,6 +112,49 @@ def test_world_text_is_seeded_and_covered_by_the_tokenizer_corpus():
     assert used <= vocabulary
     assert set(WORDS) <= vocabulary
     assert any(line.startswith("When does the") for line in lines) and any(line.startswith("a ") for line in lines)
+
+
+def test_world_items_say_what_the_picture_shows():
+    items = world_items(5, 300)
+    assert items == world_items(5, 300) and {kind for kind, *_ in items} == {"caption", "vqa", "video", "ocr", "words"}
+    for kind, prompt, answer, content in items:
+        if kind == "caption":
+            assert (prompt, content) == ("Describe this image.", answer)
+        elif kind == "ocr":
+            assert (prompt, content) == ("What does the text say?", answer)
+        elif kind == "vqa" and prompt.startswith("What colour is the "):
+            shape = prompt.removeprefix("What colour is the ").rstrip("?")
+            assert f"{answer} {shape}" in content  # the caption names the asked shape in its colour
+        elif kind in ("video", "words"):
+            assert content == ""
+    # the same drawing as the plain lines: a caption line is the answer, a question line "q a"
+    assert world_text(5, 300) == [a if k in ("caption", "words") else f"{p} {a}" for k, p, a, _ in items]
+
+
+def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
+    from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+    from qwen_vl.processing import build_tokenizer
+    from training.pretrain_llm import MAX_PADS, render_chats
+    from training.pretrain_llm import main as pretrain
+
+    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=1024)
+    items = world_items(2, 80)
+    texts = render_chats(tokenizer, items, seed=0)
+    media = [item for item in items if item[0] != "words"]
+    assert len(texts) == len(media) > 0 and texts == render_chats(tokenizer, items, seed=0)
+    for (kind, prompt, answer, content), text in zip(media, texts, strict=True):
+        assert text.startswith("<|im_start|>system\n") and text.endswith(f"<|im_start|>assistant\n{answer}<|im_end|>\n")
+        inside = text[text.index("<|vision_start|>") + 16 : text.index("<|vision_end|>")]
+        if kind == "video":
+            assert inside == "<|video_pad|>" * (len(inside) // 13) and 1 <= len(inside) // 13 <= MAX_PADS
+        else:
+            assert inside == content and f"<|vision_end|>{prompt}<|im_end|>" in text
+
+    out = tmp_path / "llm"
+    args = ["--out", str(out), "--steps", "3", "--lines", "50", "--chats", "50", "--hidden", "32", "--layers", "1"]
+    assert pretrain([*args, "--intermediate", "64", "--heads", "2", "--kv-heads", "1", "--batch-size", "2"]) == 0
+    vl = QwenVLForConditionalGeneration.from_llm(out, vision_config={"hidden_size": 32, "depth": 1, "num_heads": 1})
+    assert vl.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
 
 # ----------------------------------------------------------------------------- images

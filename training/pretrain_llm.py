@@ -1,9 +1,15 @@
 """Stage 0: pre-train a small text-only Qwen2 LLM on the synthetic world's language.
 
 Trains a byte-level BPE tokenizer on every phrase the world can say, then a Qwen2 decoder
-(our own text model) on `world_text` lines packed into fixed windows, and writes a Qwen2 LLM
-directory (`model_type: qwen2`, tokenizer with the ChatML template) that stage 1 turns into a
-VL model with `QwenVLForConditionalGeneration.from_llm`.
+(our own text model) on `world_text` lines and `world_chats` conversations packed into fixed
+windows, and writes a Qwen2 LLM directory (`model_type: qwen2`, tokenizer with the ChatML
+template) that stage 1 turns into a VL model with `QwenVLForConditionalGeneration.from_llm`.
+
+The conversations are the VL stages' chat turns with the picture told in words inside the
+vision block (`<|vision_start|>a red circle on the left<|vision_end|>Where is the circle?`).
+The LLM thus already answers in the stages' format and has learned to read the answer from the
+vision block, so that in stage 1 (LLM frozen) the vision tower only has to say what it sees in
+a form the LLM reads; with empty blocks instead, a frozen LLM never looks at the image.
 
     python -m training.pretrain_llm --out runs/bundled/llm --steps 400
 """
@@ -21,7 +27,7 @@ from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import build_tokenizer
 
-from .synthetic import tokenizer_corpus, world_text
+from .synthetic import tokenizer_corpus, world_items, world_text
 
 
 def parse_args(argv):
@@ -34,6 +40,7 @@ def parse_args(argv):
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--intermediate", type=int, default=768)
     p.add_argument("--lines", type=int, default=20000, help="world_text lines to train on")
+    p.add_argument("--chats", type=int, default=20000, help="world items drawn for chat conversations")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=400)
@@ -55,11 +62,37 @@ def save_processor(args, tokenizer) -> None:
     )
 
 
-def token_windows(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
-    """All lines, each ended by <|endoftext|>, concatenated and cut into windows [N, seq_len]."""
+MAX_PADS = 16  # vision placeholders of a video part in stage-0 chats
+MEDIA = {"caption": "image", "vqa": "image", "ocr": "image", "video": "video"}
+
+
+def render_chats(tokenizer, items: list[tuple[str, str, str, str]], seed: int) -> list[str]:
+    """ChatML texts of the media items (kind, prompt, answer, content): the VL stages' turns
+    with the picture told in words between the vision markers (a run of 1..MAX_PADS pad tokens
+    where there are no words: video). The LLM learns to answer from what stands inside the
+    vision block; stage 1 then puts the vision tower's tokens there."""
+    rng = torch.Generator().manual_seed(seed)
+    texts = []
+    for kind, prompt, answer, content in items:
+        if kind not in MEDIA:
+            continue
+        chat = [
+            {"role": "user", "content": [{"type": MEDIA[kind]}, {"type": "text", "text": prompt}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+        pad = f"<|{MEDIA[kind]}_pad|>"
+        inside = content or pad * int(torch.randint(1, MAX_PADS + 1, (1,), generator=rng))
+        texts.append(tokenizer.apply_chat_template(chat, tokenize=False).replace(pad, inside, 1))
+    return texts
+
+
+def token_windows(tokenizer, texts: list[str], seq_len: int, seed: int = 0) -> torch.Tensor:
+    """All texts in a seeded shuffled order, each ended by <|endoftext|>, concatenated and cut
+    into windows [N, seq_len]."""
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
     ids: list[int] = []
-    for encoded in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+    for encoded in tokenizer([texts[i] for i in order], add_special_tokens=False)["input_ids"]:
         ids += encoded + [eos]
     usable = len(ids) // seq_len * seq_len
     return torch.tensor(ids[:usable]).view(-1, seq_len)
@@ -113,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import Progress
 
     tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
-    windows = token_windows(tokenizer, world_text(args.seed, args.lines), args.seq_len)
+    chats = render_chats(tokenizer, world_items(args.seed + 1, args.chats), args.seed)
+    windows = token_windows(tokenizer, world_text(args.seed, args.lines) + chats, args.seq_len, args.seed)
+    pads = torch.tensor(tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]))
+    positions = torch.arange(args.seq_len).expand(args.batch_size, -1)
     model = build(args, tokenizer).train()
     params = [p for n, p in model.named_parameters() if not n.startswith("visual.")]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -128,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         task = progress.add_task("stage 0 (text)", total=args.steps)
         for step in range(args.steps):
             batch = windows[torch.randint(len(windows), (args.batch_size,), generator=gen)]
-            loss = model(batch, labels=batch).loss
+            labels = batch.masked_fill(torch.isin(batch, pads), -100)  # a pad's successor is not text
+            loss = model(batch, labels=labels, position_ids=positions).loss  # plain 1-D ids: no media here
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

@@ -157,28 +157,34 @@ def build_sample(task: str, seed: int, index: int, options: WorldOptions, media_
 # ----------------------------------------------------------------------------- text corpus
 
 
-def world_text(seed: int, n: int) -> list[str]:
-    """n lines of the world's language for text-only pre-training (stage 0): captions,
-    'question answer' lines for every question type, OCR prompts and runs of list words."""
+def world_items(seed: int, n: int) -> list[tuple[str, str, str, str]]:
+    """n (kind, prompt, answer, content) items of the world's language for text-only
+    pre-training (stage 0): captions, every question type, OCR prompts and runs of list words
+    (kind "words", no prompt). `content` says in words what the picture shows (the scene's
+    caption, the OCR text; empty for video and words)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"]]))
-    lines = []
+    items = []
     for _ in range(n):
         kind = str(rng.choice(("caption", "vqa", "video", "ocr", "words")))
         if kind in ("caption", "vqa"):
             scene = sample_image_scene(rng, *sample_image_size(rng, 96, 512))
             if kind == "caption":
-                lines.append(caption(scene))
+                items.append((kind, CAPTION_PROMPT, caption(scene), caption(scene)))
             else:
-                _, question, answer = sample_vqa(rng, scene)
-                lines.append(f"{question} {answer}")
+                items.append((kind, *sample_vqa(rng, scene)[1:], caption(scene)))
         elif kind == "video":
-            _, question, answer = sample_video_question(rng, sample_video_scene(rng, TRAIN_FPS))
-            lines.append(f"{question} {answer}")
+            items.append((kind, *sample_video_question(rng, sample_video_scene(rng, TRAIN_FPS))[1:], ""))
         elif kind == "ocr":
-            lines.append(f"{OCR_PROMPT} {' '.join(sample_words(rng, WORDS, 1, 3))}")
+            words = " ".join(sample_words(rng, WORDS, 1, 3))
+            items.append((kind, OCR_PROMPT, words, words))
         else:
-            lines.append(" ".join(sample_words(rng, WORDS, 3, 8)))
-    return lines
+            items.append((kind, "", " ".join(sample_words(rng, WORDS, 3, 8)), ""))
+    return items
+
+
+def world_text(seed: int, n: int) -> list[str]:
+    """n plain lines: captions alone, 'question answer' for the rest, list words as they are."""
+    return [a if kind in ("caption", "words") else f"{p} {a}" for kind, p, a, _ in world_items(seed, n)]
 
 
 def tokenizer_corpus() -> list[str]:
