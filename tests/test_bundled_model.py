@@ -15,6 +15,11 @@ from training.install_bundled import MAX_MB
 EXAMPLES = BUNDLED_MODEL_DIR.parent / "examples"
 NEW_TOKENS = 24
 
+pytestmark = pytest.mark.skipif(
+    not (BUNDLED_MODEL_DIR / "config.json").is_file(),
+    reason="the bundled model is not built (bash training/build_bundled_model.sh)",
+)
+
 
 @pytest.fixture(scope="module")
 def bundled():
