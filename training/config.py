@@ -46,7 +46,7 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    init: dict  # {model: DIR} or {llm: DIR, vision: {...VisionConfig fields}}
+    init: dict  # {model: DIR} or {llm: DIR, vision: {...VisionConfig fields}, vision_weights?: FILE}
     data: list[DataSource]
     output_dir: str
     stage: int = 3
@@ -142,11 +142,13 @@ def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
 def _check_init(init, source: str) -> dict:
     if not isinstance(init, dict) or ("model" in init) == ("llm" in init):
         raise ConfigError(f"{source}: init needs exactly one of 'model: DIR' or 'llm: DIR' (with 'vision: {{...}}')")
-    extra = set(init) - {"model", "llm", "vision"}
+    extra = set(init) - {"model", "llm", "vision", "vision_weights"}
     if extra:
         raise ConfigError(f"{source}: init has unknown key {sorted(extra)[0]!r}")
     if "vision" in init and not isinstance(init["vision"], dict):
         raise ConfigError(f"{source}: init.vision must be a mapping of VisionConfig fields")
+    if "vision_weights" in init and "llm" not in init:
+        raise ConfigError(f"{source}: init.vision_weights goes with init.llm (a fresh VL model), not init.model")
     return dict(init)
 
 

@@ -27,6 +27,7 @@ from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import build_tokenizer
 
+from .params import small_normal_init_
 from .synthetic import tokenizer_corpus, world_items, world_text
 
 
@@ -129,16 +130,7 @@ def build(args, tokenizer) -> QwenVLForConditionalGeneration:
         **ids,
     )
     torch.manual_seed(args.seed)
-    model = QwenVLForConditionalGeneration(config)
-    with torch.no_grad():  # GPT-2 style init: small normal weights, unit norms
-        for name, p in model.named_parameters():
-            if p.ndim > 1:
-                p.normal_(0, 0.02)
-            elif "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.zero_()
-    return model
+    return small_normal_init_(QwenVLForConditionalGeneration(config))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,10 +46,22 @@ def build_model(cfg: TrainConfig):
         model = QwenVLForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
     else:
         model = QwenVLForConditionalGeneration.from_llm(
-            source, vision_config=cfg.init.get("vision"), dtype=torch.float32
+            source, vision_config=cfg.init.get("vision"), vision_state=pretrained_vision(cfg), dtype=torch.float32
         )
     processor = QwenVLProcessor.from_pretrained(source, **cfg.image)
     return model, processor
+
+
+def pretrained_vision(cfg: TrainConfig) -> dict | None:
+    """The vision tower written by training/pretrain_vision.py, where the config names one."""
+    path = cfg.init.get("vision_weights")
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"init.vision_weights: file not found: {path} (run python -m training.pretrain_vision)")
+    from safetensors.torch import load_file
+
+    return load_file(path)
 
 
 class Trainer:

@@ -1,0 +1,118 @@
+"""Vision pre-training: token labels from scenes, and a tower that stage 1 starts from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_training_helpers import base_config, model_dir, write_config
+
+from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+from qwen_vl.modeling.vision import VisionEncoder
+from qwen_vl.processing import ImageSettings
+from training import pretrain_vision as pv
+from training.config import ConfigError, config_from_dict
+from training.synthetic import WorldOptions, write_dataset
+from training.synthetic_render import font
+from training.train import build_model
+
+
+def test_token_boxes_tile_the_original_image():
+    boxes = pv.token_boxes(height=100, width=300, grid_h=2, grid_w=3, unit=28)
+    assert len(boxes) == 6
+    assert boxes[0] == (0.0, 0.0, 100.0, 50.0) and boxes[5] == (200.0, 50.0, 300.0, 100.0)  # raster order
+
+
+def test_shape_labels_mark_tokens_under_a_shape_and_tiny_shapes_too():
+    boxes = pv.token_boxes(height=56, width=168, grid_h=2, grid_w=6, unit=28)  # 28 px tokens, no scaling
+    scene = {
+        "shapes": [
+            {"kind": "circle", "colour": "red", "bbox": [0, 0, 56, 56]},  # holds the centres of tokens 0, 1, 6, 7
+            {"kind": "star", "colour": "blue", "bbox": [120, 30, 128, 38]},  # holds no centre: its own centre's token
+        ]
+    }
+    colours, kinds = pv.shape_labels(scene, boxes)
+    red, blue = pv.COLOUR_CLASSES.index("red"), pv.COLOUR_CLASSES.index("blue")
+    circle, star = pv.KIND_CLASSES.index("circle"), pv.KIND_CLASSES.index("star")
+    assert colours == [red, red, 0, 0, 0, 0, red, red, 0, 0, blue, 0]
+    assert kinds == [circle, circle, 0, 0, 0, 0, circle, circle, 0, 0, star, 0]
+
+
+def test_letter_labels_follow_the_glyph_advances():
+    size, origin = 40, [10, 20]
+    text = "ox ab"
+    left, top, right, bottom = font(size).getbbox(text)
+    scene = {
+        "words": ["ox", "ab"],
+        "font_size": size,
+        "origin": origin,
+        "text_bbox": [origin[0] + left, origin[1] + top, origin[0] + right, origin[1] + bottom],
+    }
+    row_y = (scene["text_bbox"][1] + scene["text_bbox"][3]) / 2
+    edges = [origin[0] + font(size).getlength(text[:k]) for k in range(len(text) + 1)]
+    centres = [(edges[k] + edges[k + 1]) / 2 for k in range(len(text))]
+    boxes = [(x - 1, row_y - 1, x + 1, row_y + 1) for x in centres] + [(0, 0, 2, 2)]  # last: above the text
+    labels = pv.letter_labels(scene, boxes)
+    assert [pv.LETTER_CLASSES[i] for i in labels] == ["o", "x", "none", "a", "b", "none"]
+
+
+@pytest.fixture
+def world(tmp_path):
+    for task in ("caption", "ocr"):
+        write_dataset(tmp_path / "world", task, 6, 0, pv_options())
+    return tmp_path / "world"
+
+
+def pv_options():
+    return WorldOptions(min_size=64, max_size=160)
+
+
+def test_encode_gives_one_label_row_per_merged_token(world):
+    records = pv.read_records([str(world / "caption.jsonl"), str(world / "ocr.jsonl")])
+    settings = ImageSettings(min_pixels=3136, max_pixels=12544)
+    for record, base in records:
+        pixels, grid, labels = pv.encode(record, base, settings)
+        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 3)
+        if "shapes" in record["scene"]:
+            assert (labels[:, 0] > 0).any() and (labels[:, 2] == 0).all()  # some token sees each scene's shapes
+        else:
+            assert (labels[:, :2] == pv.IGNORE).all() and (labels[:, 2] > 0).any()
+
+
+def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, capsys):
+    llm = tmp_path / "llm"
+    QwenVLForConditionalGeneration.from_pretrained(model_dir(tmp_path / "tiny")).save_llm(llm)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (llm / name).write_bytes((tmp_path / "tiny" / name).read_bytes())
+    vision = {"hidden_size": 32, "depth": 2, "num_heads": 2, "intermediate_size": 48, "fullatt_block_indexes": [1]}
+    weights = tmp_path / "vision.safetensors"
+    init = {"llm": str(llm), "vision": vision, "vision_weights": str(weights)}
+    data = world / "caption.jsonl"
+    settings = base_config(tmp_path, data, stage=1, init=init, max_steps=1)
+    config = write_config(tmp_path / "c.yaml", **settings)
+
+    args = ["--config", str(config), "--data", str(data), str(world / "ocr.jsonl"), "--steps", "30"]
+    assert pv.main([*args, "--batch-size", "4", "--heldout", str(data)]) == 0
+    assert "held-out token accuracy colour" in capsys.readouterr().out
+    tower = load_file(weights)
+    assert tower and all(k.startswith("visual.") for k in tower)
+
+    model, _ = build_model(config_from_dict(settings))
+    fresh = pv.small_normal_init_(VisionEncoder(model.config.vision)).state_dict()
+    for name, tensor in tower.items():
+        assert torch.equal(model.state_dict()[name], tensor), name  # stage 1 starts from the written tower
+    assert not torch.equal(tower["visual.patch_embed.proj.weight"], fresh["patch_embed.proj.weight"])
+
+
+def test_missing_vision_weights_is_one_clear_error(tmp_path, world):
+    cfg = config_from_dict(
+        base_config(
+            tmp_path,
+            world / "caption.jsonl",
+            stage=1,
+            init={"llm": str(tmp_path), "vision": {}, "vision_weights": str(tmp_path / "none.safetensors")},
+        )
+    )
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
+    with pytest.raises(ConfigError, match="init.vision_weights: file not found"):
+        build_model(cfg)

@@ -1,0 +1,229 @@
+"""Vision pre-training for the bundled model: the fresh ViT learns to see the synthetic world
+before it meets the LLM, the part CLIP pre-training plays for the published models.
+
+A vision tower built from a stage-1 config's `init.vision` learns, on every merged token, the
+colour and the kind of the shape under it and the letter of the text under it ("none" where
+there is none), through three linear heads on the merger's output. The labels come from the
+scene the synthetic world records beside each image. The heads are dropped; the tower's
+weights (`visual.*`) are written to the config's `init.vision_weights`, where stage 1 picks
+them up. Without this step a from-scratch tower answers every image with the same vector: its
+features are mostly the background's colour, and the language loss alone does not pull them
+apart.
+
+    python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml \\
+        --data data/bundled/train/caption.jsonl data/bundled/train/ocr.jsonl --steps 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from qwen_vl.config import vision_config_from
+from qwen_vl.modeling.vision import VisionEncoder
+from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches, load_image
+from training.config import load_config
+from training.params import small_normal_init_
+from training.synthetic_render import font
+from training.synthetic_world import COLOURS, KINDS
+
+COLOUR_CLASSES = ("none", *COLOURS)
+KIND_CLASSES = ("none", *KINDS)
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+LETTER_CLASSES = ("none", *LETTERS)
+IGNORE = -100
+
+
+def token_boxes(height: int, width: int, grid_h: int, grid_w: int, unit: int):
+    """[x0, y0, x1, y1] of each merged token in original-image pixels, raster order."""
+    sy, sx = height / (grid_h * unit), width / (grid_w * unit)
+    return [
+        (j * unit * sx, i * unit * sy, (j + 1) * unit * sx, (i + 1) * unit * sy)
+        for i in range(grid_h)
+        for j in range(grid_w)
+    ]
+
+
+def shape_labels(scene: dict, boxes) -> tuple[list[int], list[int]]:
+    """Colour and kind class of the shape whose bbox holds each token's centre; a shape too small
+    to hold a centre labels the token that holds its own centre."""
+    colours, kinds = [0] * len(boxes), [0] * len(boxes)
+    for shape in scene["shapes"]:
+        x0, y0, x1, y1 = shape["bbox"]
+        hits = [k for k, (a, b, c, d) in enumerate(boxes) if x0 <= (a + c) / 2 < x1 and y0 <= (b + d) / 2 < y1]
+        if not hits:
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            hits = [k for k, (a, b, c, d) in enumerate(boxes) if a <= cx < c and b <= cy < d]
+        for k in hits:
+            colours[k] = COLOUR_CLASSES.index(shape["colour"])
+            kinds[k] = KIND_CLASSES.index(shape["kind"])
+    return colours, kinds
+
+
+def letter_labels(scene: dict, boxes) -> list[int]:
+    """The letter whose advance span holds each token's centre, for centres inside the inked
+    text's rows; a letter too small to hold a centre labels the free token that holds its own
+    centre (spaces and everything else: none)."""
+    text = " ".join(scene["words"])
+    face = font(scene["font_size"])
+    edges = [scene["origin"][0] + face.getlength(text[:k]) for k in range(len(text) + 1)]
+    _, top, _, bottom = scene["text_bbox"]
+    centres = [((a + c) / 2, (b + d) / 2) for a, b, c, d in boxes]
+    labels = [0] * len(boxes)
+    for k, char in enumerate(text):
+        if char not in LETTERS:
+            continue
+        hits = [t for t, (x, y) in enumerate(centres) if edges[k] <= x < edges[k + 1] and top <= y < bottom]
+        if not hits:
+            x, y = (edges[k] + edges[k + 1]) / 2, (top + bottom) / 2
+            hits = [t for t, (a, b, c, d) in enumerate(boxes) if a <= x < c and b <= y < d and not labels[t]]
+        for t in hits:
+            labels[t] = LETTER_CLASSES.index(char)
+    return labels
+
+
+def encode(record: dict, base: Path, settings: ImageSettings) -> tuple[torch.Tensor, tuple, torch.Tensor]:
+    """(pixel_values [N, 1176], grid (1, gh, gw), labels long [N / 4, 3]) for one image sample."""
+    media = record["messages"][0]["content"][0]
+    image = load_image(media["image"], base)
+    pixels, grid = image_to_patches(image, settings)
+    merge = settings.merge_size
+    boxes = token_boxes(image.height, image.width, grid[1] // merge, grid[2] // merge, settings.factor)
+    scene = record["scene"]
+    if "shapes" in scene:
+        colours, kinds = shape_labels(scene, boxes)
+        letters = [0] * len(boxes)
+    else:  # text scene: its colour is the ink's, not a shape's, so the shape heads skip it
+        colours = kinds = [IGNORE] * len(boxes)
+        letters = letter_labels(scene, boxes)
+    return pixels, grid, torch.tensor([colours, kinds, letters]).T
+
+
+class Heads(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(width, len(c)) for c in (COLOUR_CLASSES, KIND_CLASSES, LETTER_CLASSES))
+
+    def loss_and_hits(self, features: torch.Tensor, labels: torch.Tensor):
+        """features [T, width], labels [T, 3] -> (summed mean CE, per head [hits, counted] on labelled tokens)."""
+        loss, stats = features.new_zeros(()), []
+        for head, target in zip(self.heads, labels.T, strict=True):
+            logits = head(features)
+            if (target != IGNORE).any():
+                loss = loss + F.cross_entropy(logits, target, ignore_index=IGNORE)
+            named = target > 0  # tokens on a shape / a letter
+            stats.append([int((logits.argmax(-1)[named] == target[named]).sum()), int(named.sum())])
+        return loss, stats
+
+
+def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
+    records = []
+    for path in map(Path, paths):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record.get("messages") and record["messages"][0]["content"][0].get("type") == "image":
+                records.append((record, path.parent))
+    return records
+
+
+def batch_of(records, indices, settings):
+    rows, grids, labels = zip(*(encode(records[i][0], records[i][1], settings) for i in indices), strict=True)
+    return torch.cat(rows), torch.tensor(grids), torch.cat(labels)
+
+
+def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
+    """Per head: accuracy on the tokens that carry a shape or a letter."""
+    totals = [[0, 0] for _ in heads.heads]
+    with torch.no_grad():
+        for start in range(0, len(records), batch_size):
+            pixels, grids, labels = batch_of(records, range(start, min(start + batch_size, len(records))), settings)
+            _, stats = heads.loss_and_hits(tower(pixels, grids), labels)
+            for total, (hits, count) in zip(totals, stats, strict=True):
+                total[0] += hits
+                total[1] += count
+    return [hits / max(count, 1) for hits, count in totals]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m training.pretrain_vision", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="the stage-1 config: init.llm, init.vision, init.vision_weights")
+    p.add_argument("--data", nargs="+", required=True, help="synthetic JSONL files with scenes (caption, vqa, ocr)")
+    p.add_argument("--heldout", nargs="*", default=[], help="JSONL files scored at the end (accuracy per head)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from safetensors.torch import save_file
+
+    from qwen_vl.errors import QwenVLError
+    from qwen_vl.fileio import atomic_path
+
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        target = cfg.init.get("vision_weights")
+        if "llm" not in cfg.init or not target:
+            raise QwenVLError(f"{args.config}: needs init.llm and init.vision_weights")
+        llm_config = json.loads(Path(cfg.init["llm"], "config.json").read_text())
+        settings = QwenVLProcessor.from_pretrained(cfg.init["llm"], **cfg.image).image_settings
+        records = read_records(args.data)
+        heldout = read_records(args.heldout)
+    except (OSError, ValueError, QwenVLError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not records:
+        print("error: no image samples in --data", file=sys.stderr)
+        return 2
+
+    torch.manual_seed(args.seed)
+    vision = vision_config_from(cfg.init.get("vision"))
+    vision.out_hidden_size = llm_config["hidden_size"]
+    tower, heads = small_normal_init_(VisionEncoder(vision)).train(), Heads(vision.out_hidden_size)
+    params = [*tower.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    warmup = max(1, args.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
+    )
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    started = time.time()
+    for step in range(args.steps):
+        picks = [order[(step * args.batch_size + k) % len(order)] for k in range(args.batch_size)]
+        pixels, grids, labels = batch_of(records, picks, settings)
+        loss, _ = heads.loss_and_hits(tower(pixels, grids), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
+    tower.eval()
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        save_file({f"visual.{k}": v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
+    summary = f"wrote {target}: {args.steps} steps, {time.time() - started:.0f} s"
+    if heldout:
+        accuracy = evaluate(tower, heads, heldout, settings, args.batch_size)
+        summary += "; held-out token accuracy " + ", ".join(
+            f"{name} {acc:.1%}" for name, acc in zip(("colour", "kind", "letter"), accuracy, strict=True)
+        )
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
