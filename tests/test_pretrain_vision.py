@@ -71,12 +71,22 @@ def test_encode_gives_one_label_row_per_merged_token(world):
     records = pv.read_records([str(world / "caption.jsonl"), str(world / "ocr.jsonl")])
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
     for record, base in records:
-        pixels, grid, labels = pv.encode(record, base, settings)
+        pixels, grid, labels, targets, count = pv.encode(record, base, settings)
         assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 3)
-        if "shapes" in record["scene"]:
+        scene = record["scene"]
+        pairs, places = len(pv.PAIRS), len(pv.PLACES)
+        if "shapes" in scene:
             assert (labels[:, 0] > 0).any() and (labels[:, 2] == 0).all()  # some token sees each scene's shapes
+            shown = {pv.PAIRS[i] for i in (targets[:pairs] == 1).nonzero().flatten().tolist()}
+            assert shown == {(s["colour"], s["kind"]) for s in scene["shapes"]} and count == len(scene["shapes"])
+            assert (
+                int(targets[pairs : pairs + places].sum()) == count and (targets[pairs + places :] == pv.IGNORE).all()
+            )
         else:
             assert (labels[:, :2] == pv.IGNORE).all() and (labels[:, 2] > 0).any()
+            words = [pv.WORDS[i] for i in (targets[pairs + places :] == 1).nonzero().flatten().tolist()]
+            assert sorted(words) == sorted(set(scene["words"])) and count == pv.IGNORE
+            assert (targets[: pairs + places] == pv.IGNORE).all()
 
 
 def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, capsys):

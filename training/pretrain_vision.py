@@ -1,10 +1,15 @@
 """Vision pre-training for the bundled model: the fresh ViT learns to see the synthetic world
 before it meets the LLM, the part CLIP pre-training plays for the published models.
 
-A vision tower built from a stage-1 config's `init.vision` learns, on every merged token, the
-colour and the kind of the shape under it and the letter of the text under it ("none" where
-there is none), through three linear heads on the merger's output. The labels come from the
-scene the synthetic world records beside each image. The heads are dropped; the tower's
+A vision tower built from a stage-1 config's `init.vision` learns two kinds of targets through
+linear heads on the merger's output, all read off the scene the synthetic world records beside
+each image:
+- per merged token: the colour and the kind of the shape under it and the letter of the text
+  under it ("none" where there is none);
+- per image, from the mean of its merged tokens: which (colour, kind) pairs and which (kind,
+  region) pairs it shows, how many shapes, and which words. A mean is what an LLM's attention
+  reads before it has learned where to look, so these make the first answers depend on the
+  image. The heads are dropped; the tower's
 weights (`visual.*`) are written to the config's `init.vision_weights`, where stage 1 picks
 them up. Without this step a from-scratch tower answers every image with the same vector: its
 features are mostly the background's colour, and the language loss alone does not pull them
@@ -33,7 +38,8 @@ from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches,
 from training.config import load_config
 from training.params import small_normal_init_
 from training.synthetic_render import font
-from training.synthetic_world import COLOURS, KINDS
+from training.synthetic_words import WORDS
+from training.synthetic_world import COLOURS, KINDS, REGIONS
 
 COLOUR_CLASSES = ("none", *COLOURS)
 KIND_CLASSES = ("none", *KINDS)
@@ -90,8 +96,30 @@ def letter_labels(scene: dict, boxes) -> list[int]:
     return labels
 
 
-def encode(record: dict, base: Path, settings: ImageSettings) -> tuple[torch.Tensor, tuple, torch.Tensor]:
-    """(pixel_values [N, 1176], grid (1, gh, gw), labels long [N / 4, 3]) for one image sample."""
+PAIRS = [(c, k) for c in COLOURS for k in KINDS]
+PLACES = [(k, r) for k in KINDS for r in REGIONS]
+IMAGE_TARGETS = len(PAIRS) + len(PLACES) + len(WORDS)  # multi-label; then one count class
+
+
+def image_targets(scene: dict) -> tuple[torch.Tensor, int]:
+    """(float [IMAGE_TARGETS], 1 = present, IGNORE = not applicable; shape count or IGNORE)."""
+    target = torch.full((IMAGE_TARGETS,), float(IGNORE))
+    words = slice(len(PAIRS) + len(PLACES), IMAGE_TARGETS)
+    if "shapes" in scene:
+        target[: words.start] = 0.0
+        for shape in scene["shapes"]:
+            target[PAIRS.index((shape["colour"], shape["kind"]))] = 1.0
+            target[len(PAIRS) + PLACES.index((shape["kind"], shape["region"]))] = 1.0
+        return target, len(scene["shapes"])
+    target[words] = 0.0
+    for word in scene["words"]:
+        target[words.start + WORDS.index(word)] = 1.0
+    return target, IGNORE
+
+
+def encode(record: dict, base: Path, settings: ImageSettings):
+    """(pixel_values [N, 1176], grid (1, gh, gw), token labels long [N / 4, 3], image targets
+    float [IMAGE_TARGETS], shape count) for one image sample."""
     media = record["messages"][0]["content"][0]
     image = load_image(media["image"], base)
     pixels, grid = image_to_patches(image, settings)
@@ -104,23 +132,32 @@ def encode(record: dict, base: Path, settings: ImageSettings) -> tuple[torch.Ten
     else:  # text scene: its colour is the ink's, not a shape's, so the shape heads skip it
         colours = kinds = [IGNORE] * len(boxes)
         letters = letter_labels(scene, boxes)
-    return pixels, grid, torch.tensor([colours, kinds, letters]).T
+    return pixels, grid, torch.tensor([colours, kinds, letters]).T, *image_targets(scene)
 
 
 class Heads(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(width, len(c)) for c in (COLOUR_CLASSES, KIND_CLASSES, LETTER_CLASSES))
+        self.tokens = nn.ModuleList(nn.Linear(width, len(c)) for c in (COLOUR_CLASSES, KIND_CLASSES, LETTER_CLASSES))
+        self.image = nn.Linear(width, IMAGE_TARGETS)
+        self.count = nn.Linear(width, 4)
 
-    def loss_and_hits(self, features: torch.Tensor, labels: torch.Tensor):
-        """features [T, width], labels [T, 3] -> (summed mean CE, per head [hits, counted] on labelled tokens)."""
+    def loss_and_hits(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor, targets, counts):
+        """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 3],
+        targets [I, IMAGE_TARGETS], counts [I] -> (loss, per token head [hits, counted] on
+        tokens that carry a shape or a letter)."""
         loss, stats = features.new_zeros(()), []
-        for head, target in zip(self.heads, labels.T, strict=True):
+        for head, target in zip(self.tokens, labels.T, strict=True):
             logits = head(features)
             if (target != IGNORE).any():
                 loss = loss + F.cross_entropy(logits, target, ignore_index=IGNORE)
-            named = target > 0  # tokens on a shape / a letter
+            named = target > 0
             stats.append([int((logits.argmax(-1)[named] == target[named]).sum()), int(named.sum())])
+        pooled = torch.stack([part.mean(0) for part in features.split(sizes)])  # [I, width]
+        known = targets != IGNORE
+        loss = loss + F.binary_cross_entropy_with_logits(self.image(pooled)[known], targets[known])
+        if (counts != IGNORE).any():
+            loss = loss + F.cross_entropy(self.count(pooled), counts, ignore_index=IGNORE)
         return loss, stats
 
 
@@ -135,17 +172,21 @@ def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
 
 
 def batch_of(records, indices, settings):
-    rows, grids, labels = zip(*(encode(records[i][0], records[i][1], settings) for i in indices), strict=True)
-    return torch.cat(rows), torch.tensor(grids), torch.cat(labels)
+    """(pixel_values, grid_thw [I, 3], tokens per image, token labels, image targets, counts)."""
+    rows, grids, labels, targets, counts = zip(
+        *(encode(records[i][0], records[i][1], settings) for i in indices), strict=True
+    )
+    sizes = [len(x) for x in labels]
+    return torch.cat(rows), torch.tensor(grids), sizes, torch.cat(labels), torch.stack(targets), torch.tensor(counts)
 
 
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
     """Per head: accuracy on the tokens that carry a shape or a letter."""
-    totals = [[0, 0] for _ in heads.heads]
+    totals = [[0, 0] for _ in heads.tokens]
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
-            pixels, grids, labels = batch_of(records, range(start, min(start + batch_size, len(records))), settings)
-            _, stats = heads.loss_and_hits(tower(pixels, grids), labels)
+            pixels, grids, *labels = batch_of(records, range(start, min(start + batch_size, len(records))), settings)
+            _, stats = heads.loss_and_hits(tower(pixels, grids), *labels)
             for total, (hits, count) in zip(totals, stats, strict=True):
                 total[0] += hits
                 total[1] += count
@@ -202,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for step in range(args.steps):
         picks = [order[(step * args.batch_size + k) % len(order)] for k in range(args.batch_size)]
-        pixels, grids, labels = batch_of(records, picks, settings)
-        loss, _ = heads.loss_and_hits(tower(pixels, grids), labels)
+        pixels, grids, *labels = batch_of(records, picks, settings)
+        loss, _ = heads.loss_and_hits(tower(pixels, grids), *labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
