@@ -89,8 +89,8 @@ def test_bundled_model_generates_the_same_text_in_transformers(bundled):
     ).eval()
     conversations = [conversation(e) for e in image_examples()]
     ours = generate_text(model, processor, conversations, SamplingConfig(max_new_tokens=NEW_TOKENS))
-    for conversation, our_text in zip(conversations, ours, strict=True):
-        batch = processor([conversation])
+    for turns, our_text in zip(conversations, ours, strict=True):
+        batch = processor([turns])
         ids = batch["input_ids"]
         mm = (ids == model.config.image_token_id).int()
         with torch.no_grad():

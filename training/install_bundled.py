@@ -33,6 +33,8 @@ def install(source: Path, target: Path = BUNDLED_MODEL_DIR, max_mb: float = MAX_
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".model."))
     for path in files:
         shutil.copy2(path, staging / path.name)
+        (staging / path.name).chmod(0o644)  # package data is public; temp folders start private
+    staging.chmod(0o755)
     old = target.with_name(".model.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
