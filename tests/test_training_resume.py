@@ -14,7 +14,7 @@ import pytest
 from test_training_helpers import base_config, mixed_set, one_thread, subprocess_env, write_config  # noqa: F401
 
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-from training.checkpoint import latest_checkpoint
+from training.checkpoint import STATE_DIR, STATE_FILE, latest_checkpoint, prune
 from training.config import config_from_dict
 from training.metrics import read_metrics
 from training.train import Trainer
@@ -100,3 +100,13 @@ def test_lora_run_resumes_from_adapters(tmp_path):
     Trainer(config_from_dict(settings), resume=True).fit()
     got = [row["loss"] for row in read_metrics(tmp_path / "run" / "metrics.csv")]
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_prune_keeps_the_newest_and_clears_a_half_deleted_checkpoint(tmp_path):
+    for step in (1, 2, 3, 4):
+        (tmp_path / f"checkpoint-{step}" / STATE_DIR).mkdir(parents=True)
+        (tmp_path / f"checkpoint-{step}" / STATE_DIR / STATE_FILE).write_text("{}")
+    (tmp_path / "checkpoint-1" / STATE_DIR / STATE_FILE).unlink()  # a deletion killed half way
+    (tmp_path / "notes").mkdir()
+    prune(tmp_path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3", "checkpoint-4", "notes"]

@@ -150,9 +150,14 @@ def load_adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def prune(output_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` complete checkpoints, and stale staging dirs."""
+    """Delete all but the newest `keep_last` complete checkpoints, and the remains of a deletion
+    that a killed run left half done (checkpoints appear whole by rename, so a checkpoint
+    directory without its state file is one)."""
     found = list_checkpoints(output_dir)
-    for _, path in found[: max(len(found) - keep_last, 0)]:
+    complete = {path for _, path in found}
+    doomed = [path for _, path in found[: max(len(found) - keep_last, 0)]]
+    doomed += [p for p in output_dir.iterdir() if _NAME.match(p.name) and p.is_dir() and p not in complete]
+    for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
 
 

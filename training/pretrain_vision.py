@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from qwen_vl.modeling.vision import VisionEncoder
 from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches, load_image
 from training.config import load_config
 from training.params import small_normal_init_
+from training.schedule import cosine_schedule
 from training.synthetic_render import font
 from training.synthetic_words import WORDS
 from training.synthetic_world import COLOURS, KINDS, REGIONS
@@ -234,11 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     tower, heads = small_normal_init_(VisionEncoder(vision)).train(), Heads(vision.out_hidden_size)
     params = [*tower.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    warmup = max(1, args.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
-    )
+    schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed)).tolist()
     started = time.time()
     for step in range(args.steps):
