@@ -1,8 +1,8 @@
 """Stage 0: pre-train a small text-only Qwen2 LLM on the synthetic world's language.
 
 Trains a byte-level BPE tokenizer on every phrase the world can say, then a Qwen2 decoder
-(our own text model) on `world_text` lines and `world_chats` conversations packed into fixed
-windows, and writes a Qwen2 LLM directory (`model_type: qwen2`, tokenizer with the ChatML
+(our own text model) on `world_text` lines and on `world_items` rendered as chat turns, packed
+into fixed windows, and writes a Qwen2 LLM directory (`model_type: qwen2`, tokenizer with the ChatML
 template) that stage 1 turns into a VL model with `QwenVLForConditionalGeneration.from_llm`.
 
 The conversations are the VL stages' chat turns with the picture told in words inside the
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         task = progress.add_task("stage 0 (text)", total=args.steps)
         for step in range(args.steps):
             batch = windows[torch.randint(len(windows), (args.batch_size,), generator=gen)]
-            labels = batch.masked_fill(torch.isin(batch, pads), -100)  # a pad's successor is not text
+            labels = batch.masked_fill(torch.isin(batch, pads), -100)  # pads stand for pictures: not predicted
             loss = model(batch, labels=labels, position_ids=positions).loss  # plain 1-D ids: no media here
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
