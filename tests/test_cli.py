@@ -50,7 +50,7 @@ def qwen_vl(*args, stdin=None, env=None):
 def assert_clean_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    line = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    line = [text for text in result.stderr.splitlines() if text.startswith("error:")]
     assert line, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr

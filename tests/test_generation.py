@@ -158,7 +158,7 @@ def programmed(model, processor, conversation, answer: str):
         m.model.norm.weight.fill_(1.0)
         emb = m.model.embed_tokens.weight
         head = torch.zeros_like(m.lm_head.weight)
-        for current, following in zip(chain, chain[1:]):
+        for current, following in zip(chain, chain[1:], strict=False):
             head[following] = 10 * emb[current] / emb[current].norm()
         m.lm_head.weight = torch.nn.Parameter(head)
     return m

@@ -110,10 +110,15 @@ def save_tiny_model_dir(path, family: str = "qwen2_5_vl", seed: int = 0, vocab_s
     tokenizer = build_tokenizer(CORPUS, vocab_size=vocab_size)
     config = tiny_config(family)
     config.text.vocab_size = len(tokenizer)
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in [
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
-    ]}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(token)
+        for name, token in [
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        ]
+    }
     for name, value in ids.items():
         setattr(config, name, value)
     config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
