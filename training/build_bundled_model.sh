@@ -21,8 +21,8 @@ python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 
-# 3. stages 1-3 (from_llm + a fresh vision tower)
-for stage in 1 2 3; do
+# 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower; 2b continues stage 2)
+for stage in 1 2 2b 3; do
     python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
 done
 
