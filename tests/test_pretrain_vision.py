@@ -56,6 +56,15 @@ def test_letter_labels_follow_the_glyph_advances():
     assert [pv.LETTER_CLASSES[i] for i in labels] == ["o", "x", "none", "a", "b", "none"]
 
 
+def tiny_llm(tmp_path):
+    """A Qwen2 LLM directory (with tokenizer and processor config) cut from the tiny VL model."""
+    llm = tmp_path / "llm"
+    QwenVLForConditionalGeneration.from_pretrained(model_dir(tmp_path / "tiny")).save_llm(llm)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (llm / name).write_bytes((tmp_path / "tiny" / name).read_bytes())
+    return llm
+
+
 @pytest.fixture
 def world(tmp_path):
     for task in ("caption", "ocr"):
@@ -90,10 +99,7 @@ def test_encode_gives_one_label_row_per_merged_token(world):
 
 
 def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, capsys):
-    llm = tmp_path / "llm"
-    QwenVLForConditionalGeneration.from_pretrained(model_dir(tmp_path / "tiny")).save_llm(llm)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
-        (llm / name).write_bytes((tmp_path / "tiny" / name).read_bytes())
+    llm = tiny_llm(tmp_path)
     vision = {"hidden_size": 32, "depth": 2, "num_heads": 2, "intermediate_size": 48, "fullatt_block_indexes": [1]}
     weights = tmp_path / "vision.safetensors"
     init = {"llm": str(llm), "vision": vision, "vision_weights": str(weights)}
@@ -126,3 +132,24 @@ def test_missing_vision_weights_is_one_clear_error(tmp_path, world):
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
     with pytest.raises(ConfigError, match="init.vision_weights: file not found"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"messages": [{"role": "user", "content": "hi"}]}\n', "no synthetic image samples"),
+        ("not json\n", "line 1 is not JSON"),
+        (None, "No such file"),
+    ],
+)
+def test_bad_data_is_one_clear_line(tmp_path, capsys, content, message):
+    data = tmp_path / "d.jsonl"
+    if content is not None:
+        data.write_text(content)
+    llm = tiny_llm(tmp_path)
+    init = {"llm": str(llm), "vision": {}, "vision_weights": str(tmp_path / "v.safetensors")}
+    config = write_config(tmp_path / "c.yaml", **base_config(tmp_path, tmp_path / "x.jsonl", stage=1, init=init))
+    assert pv.main(["--config", str(config), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "v.safetensors").exists()

@@ -35,6 +35,7 @@ from qwen_vl.config import vision_config_from
 from qwen_vl.modeling.vision import VisionEncoder
 from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches, load_image
 from training.config import load_config
+from training.data import IGNORE
 from training.params import small_normal_init_
 from training.schedule import cosine_schedule
 from training.synthetic_render import font
@@ -45,7 +46,6 @@ COLOUR_CLASSES = ("none", *COLOURS)
 KIND_CLASSES = ("none", *KINDS)
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 LETTER_CLASSES = ("none", *LETTERS)
-IGNORE = -100
 
 
 def token_boxes(height: int, width: int, grid_h: int, grid_w: int, unit: int):
@@ -162,11 +162,21 @@ class Heads(nn.Module):
 
 
 def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
+    """(record, folder) of the synthetic image samples in the files: those with a scene and an
+    image first in their first turn (anything else carries no labels and is passed over)."""
     records = []
     for path in map(Path, paths):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record.get("messages") and record["messages"][0]["content"][0].get("type") == "image":
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}: line {number} is not JSON") from None
+            try:
+                first = record["messages"][0]["content"][0]
+                usable = isinstance(record["scene"], dict) and first.get("type") == "image"
+            except (KeyError, IndexError, TypeError, AttributeError):
+                usable = False
+            if usable:
                 records.append((record, path.parent))
     return records
 
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not records:
-        print("error: no image samples in --data", file=sys.stderr)
+        print("error: no synthetic image samples (messages with an image and a scene) in --data", file=sys.stderr)
         return 2
 
     torch.manual_seed(args.seed)
