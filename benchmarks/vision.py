@@ -17,6 +17,7 @@ import time
 import torch
 
 from qwen_vl.config import VisionConfig
+from qwen_vl.modeling.layers import pack_linears
 from qwen_vl.modeling.vision import VisionEncoder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -41,7 +42,9 @@ def build_pair(dtype):
     hf_cfg._attn_implementation = "sdpa"
     theirs = Qwen2_5_VisionTransformerPretrainedModel._from_config(hf_cfg).eval()
     theirs.load_state_dict(ours.state_dict())
-    return ours.to(dtype), theirs.to(dtype)
+    ours.to(dtype)
+    pack_linears(ours)  # as qwen_vl.loading.load_model does on CPU (bf16 only)
+    return ours, theirs.to(dtype)
 
 
 def flops(cfg: VisionConfig, grid_thw: torch.Tensor) -> float:

@@ -69,8 +69,29 @@ def load_model(ref: str | os.PathLike | None = None, device: str | None = None, 
     model = QwenVLForConditionalGeneration.from_pretrained(
         model_dir, dtype=dtype or default_dtype(device), device=device
     )
+    if model.device.type == "cpu" and weight_bytes(model) < available_memory() // 2:
+        model.pack_for_inference()  # a second, oneDNN-blocked copy: faster bf16 products
     try:
         processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{model_dir}: tokenizer or preprocessor config unreadable ({err})") from None
     return model, processor
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def available_memory() -> int:
+    """Bytes of memory the OS can hand out now (MemAvailable: free plus reclaimable cache)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -17,7 +17,7 @@ from ..errors import CheckpointError
 from ..weights import load_state_dict, save_state_dict
 from .attention import Segments, resolve_backend
 from .cache import KVCache
-from .layers import Linear
+from .layers import Linear, pack_linears
 from .rope import mrope_position_ids, text_position_ids
 from .text import TextModel
 from .vision import VisionEncoder
@@ -148,6 +148,18 @@ class QwenVLForConditionalGeneration(nn.Module):
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         t = self.config.text
         return KVCache(t.num_hidden_layers, batch, t.num_key_value_heads, t.head_dim, capacity, self.dtype, self.device)
+
+    def pack_for_inference(self) -> int:
+        """Pack every bf16 linear weight for oneDNN (CPU inference; see layers.Linear.pack).
+        Costs a second copy of those weights; `train()` drops it. Returns how many were packed."""
+        return pack_linears(self)
+
+    def train(self, mode: bool = True) -> QwenVLForConditionalGeneration:
+        if mode:  # packed copies are inference snapshots: training would make them stale
+            for module in self.modules():
+                if isinstance(module, Linear):
+                    module.unpack()
+        return super().train(mode)
 
     def gradient_checkpointing_enable(self) -> None:
         self.visual.gradient_checkpointing = True

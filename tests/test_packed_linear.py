@@ -1,0 +1,84 @@
+"""oneDNN-packed bf16 weights for CPU inference: same bits as the plain path, never used in training."""
+
+import pytest
+import torch
+from tiny import save_tiny_model_dir, tiny_model
+
+from qwen_vl.generation import SamplingConfig, generate_ids
+from qwen_vl.loading import load_model
+from qwen_vl.modeling.layers import Linear, onednn_linear_available
+
+needs_onednn = pytest.mark.skipif(
+    not onednn_linear_available(), reason="oneDNN packed bf16 linear needs a CPU with bf16 matrix units"
+)
+
+
+def bf16_tiny():
+    return tiny_model(tie=True).to(torch.bfloat16).eval()
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 3, 37])
+def test_packed_linear_gives_the_same_bits(rows):
+    torch.manual_seed(0)
+    layer = Linear(96, 160).to(torch.bfloat16)
+    x = torch.randn(2, rows, 96, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        plain = layer(x)
+        assert layer.pack()
+        packed = layer(x)
+    assert torch.equal(plain, packed)
+
+
+def test_fp32_weights_are_not_packed():
+    layer = Linear(8, 8)
+    assert not layer.pack() and layer.packed is None
+
+
+@needs_onednn
+def test_packed_model_generates_the_same_tokens():
+    model = bf16_tiny()
+    ids = torch.randint(0, 300, (1, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    sampling = SamplingConfig(max_new_tokens=10)
+    with torch.inference_mode():
+        plain_logits = model(ids).logits
+        plain = generate_ids(model, batch, sampling, stop_ids=set())
+        packed_count = model.pack_for_inference()
+        packed_logits = model(ids).logits
+        packed = generate_ids(model, batch, sampling, stop_ids=set())
+    assert packed_count == sum(isinstance(m, Linear) for m in model.modules())
+    assert model.lm_head.packed is not None  # the tied head too
+    assert torch.equal(plain_logits, packed_logits)
+    assert packed == plain
+
+
+@needs_onednn
+def test_training_mode_drops_packed_copies_and_gradients_flow():
+    model = bf16_tiny()
+    model.pack_for_inference()
+    keys = set(model.state_dict())
+    model.train()
+    assert all(m.packed is None for m in model.modules() if isinstance(m, Linear))
+    assert set(model.state_dict()) == keys  # packing never touches the checkpoint's tensors
+    ids = torch.randint(0, 300, (1, 6))
+    model(ids, labels=ids).loss.backward()
+    assert model.lm_head.weight.grad is not None
+
+
+@needs_onednn
+def test_packed_copy_is_not_used_when_gradients_are_needed():
+    layer = Linear(16, 8).to(torch.bfloat16)
+    layer.pack()
+    with torch.no_grad():
+        layer.weight.zero_()  # the packed copy is now stale; a grad-enabled call must not read it
+    x = torch.randn(1, 16, dtype=torch.bfloat16, requires_grad=True)
+    assert torch.equal(layer(x), layer.bias.expand(1, 8))
+
+
+@needs_onednn
+def test_load_model_packs_on_cpu_in_bf16(tmp_path):
+    model, _ = load_model(save_tiny_model_dir(tmp_path), device="cpu", dtype=torch.bfloat16)
+    assert model.lm_head.packed is not None
+    model, _ = load_model(tmp_path, device="cpu", dtype=torch.float32)
+    assert model.lm_head.packed is None
