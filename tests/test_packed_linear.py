@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import save_tiny_model_dir, tiny_model
+from tiny import IDS, save_tiny_model_dir, tiny_model
 
 from qwen_vl.generation import SamplingConfig, generate_ids
 from qwen_vl.loading import load_model
@@ -14,7 +14,12 @@ needs_onednn = pytest.mark.skipif(
 
 
 def bf16_tiny():
+    torch.manual_seed(0)
     return tiny_model(tie=True).to(torch.bfloat16).eval()
+
+
+def text_ids(length: int) -> torch.Tensor:
+    return torch.randint(0, IDS["vision_start_token_id"], (1, length))  # below the vision tokens
 
 
 @needs_onednn
@@ -38,7 +43,7 @@ def test_fp32_weights_are_not_packed():
 @needs_onednn
 def test_packed_model_generates_the_same_tokens():
     model = bf16_tiny()
-    ids = torch.randint(0, 300, (1, 9))
+    ids = text_ids(9)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     sampling = SamplingConfig(max_new_tokens=10)
     with torch.inference_mode():
@@ -61,7 +66,7 @@ def test_training_mode_drops_packed_copies_and_gradients_flow():
     model.train()
     assert all(m.packed is None for m in model.modules() if isinstance(m, Linear))
     assert set(model.state_dict()) == keys  # packing never touches the checkpoint's tensors
-    ids = torch.randint(0, 300, (1, 6))
+    ids = text_ids(6)
     model(ids, labels=ids).loss.backward()
     assert model.lm_head.weight.grad is not None
 

@@ -39,7 +39,7 @@ class Linear(nn.Linear):
         self.packed = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
+        if self.packed is not None and x.dtype == torch.bfloat16 and x.is_cpu and not torch.is_grad_enabled():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return linear(x, self.weight, self.bias)
 
