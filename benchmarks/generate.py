@@ -70,12 +70,7 @@ def prompt() -> dict:
 def read_bandwidth() -> float:
     """Bytes/s of summing a 512 MiB array (best of 5): what decoding can read at most."""
     x = torch.ones(128 * 1024 * 1024)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - start)
-    return x.numel() * 4 / best
+    return x.numel() * 4 / best_of(5, x.sum)
 
 
 def best_of(repeats, fn) -> float:

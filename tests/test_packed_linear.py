@@ -63,6 +63,9 @@ def test_training_mode_drops_packed_copies_and_gradients_flow():
     model = bf16_tiny()
     model.pack_for_inference()
     keys = set(model.state_dict())
+    model.visual.train()  # any part switched to training drops its own copies
+    assert all(m.packed is None for m in model.visual.modules() if isinstance(m, Linear))
+    assert model.lm_head.packed is not None
     model.train()
     assert all(m.packed is None for m in model.modules() if isinstance(m, Linear))
     assert set(model.state_dict()) == keys  # packing never touches the checkpoint's tensors

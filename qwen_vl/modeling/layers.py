@@ -38,6 +38,11 @@ class Linear(nn.Linear):
     def unpack(self) -> None:
         self.packed = None
 
+    def train(self, mode: bool = True) -> Linear:
+        if mode:  # the packed copy is an inference snapshot: training would make it stale
+            self.unpack()
+        return super().train(mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.dtype == torch.bfloat16 and x.is_cpu and not torch.is_grad_enabled():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")

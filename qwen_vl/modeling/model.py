@@ -154,13 +154,6 @@ class QwenVLForConditionalGeneration(nn.Module):
         Costs a second copy of those weights; `train()` drops it. Returns how many were packed."""
         return pack_linears(self)
 
-    def train(self, mode: bool = True) -> QwenVLForConditionalGeneration:
-        if mode:  # packed copies are inference snapshots: training would make them stale
-            for module in self.modules():
-                if isinstance(module, Linear):
-                    module.unpack()
-        return super().train(mode)
-
     def gradient_checkpointing_enable(self) -> None:
         self.visual.gradient_checkpointing = True
         self.model.gradient_checkpointing = True
