@@ -52,7 +52,11 @@ def test_packed_model_generates_the_same_tokens():
         packed_count = model.pack_for_inference()
         packed_logits = model(ids).logits
         packed = generate_ids(model, batch, sampling, stop_ids=set())
-    assert packed_count == sum(isinstance(m, Linear) for m in model.modules())
+    layers = model.model.layers
+    # every Linear is packed; a decoder layer's q/k/v and gate/up each as one fused product
+    assert packed_count == sum(isinstance(m, Linear) for m in model.modules()) - 3 * len(layers)
+    assert all(layer.self_attn.fused_qkv and layer.mlp.fused_gate_up for layer in layers)
+    assert layers[0].self_attn.q_proj.packed is None  # the fused copy replaces the layer's own
     assert model.lm_head.packed is not None  # the tied head too
     assert torch.equal(plain_logits, packed_logits)
     assert packed == plain
@@ -68,6 +72,7 @@ def test_training_mode_drops_packed_copies_and_gradients_flow():
     assert model.lm_head.packed is not None
     model.train()
     assert all(m.packed is None for m in model.modules() if isinstance(m, Linear))
+    assert not any(layer.self_attn.fused_qkv or layer.mlp.fused_gate_up for layer in model.model.layers)
     assert set(model.state_dict()) == keys  # packing never touches the checkpoint's tensors
     ids = text_ids(6)
     model(ids, labels=ids).loss.backward()
@@ -90,3 +95,14 @@ def test_load_model_packs_on_cpu_in_bf16(tmp_path):
     assert model.lm_head.packed is not None
     model, _ = load_model(tmp_path, device="cpu", dtype=torch.float32)
     assert model.lm_head.packed is None
+
+
+@needs_onednn
+def test_fused_products_are_not_used_when_gradients_are_needed():
+    model = bf16_tiny()
+    model.pack_for_inference()  # eval mode: the fused copies stay, but a grad-enabled pass must not read them
+    ids = text_ids(6)
+    model(ids, labels=ids).loss.backward()
+    attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert attention.fused_qkv is not None
+    assert attention.k_proj.weight.grad is not None and mlp.up_proj.weight.grad is not None

@@ -44,9 +44,45 @@ class Linear(nn.Linear):
         return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and x.dtype == torch.bfloat16 and x.is_cpu and not torch.is_grad_enabled():
+        if self.packed is not None and packed_path_applies(x):
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return linear(x, self.weight, self.bias)
+
+
+class FusedLinears:
+    """Linears that read the same input, packed as one oneDNN product for inference: one call and
+    one pass over the input instead of one per Linear (a decoder layer's q/k/v, its gate/up).
+    Like `Linear.pack`, a snapshot of the weights, used only where `packed_path_applies`."""
+
+    def __init__(self, packed: torch.Tensor, bias: torch.Tensor | None, sizes: list[int]):
+        self.packed, self.bias, self.sizes = packed, bias, sizes
+
+    @classmethod
+    def pack(cls, *layers: Linear) -> FusedLinears | None:
+        """The fused copy, and the layers' own packed copies dropped (it replaces them); None
+        where oneDNN cannot pack these weights."""
+        weight = torch.cat([layer.weight.detach() for layer in layers])
+        if not (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and onednn_linear_available()):
+            return None
+        bias = None
+        if any(layer.bias is not None for layer in layers):
+            bias = torch.cat(
+                [
+                    layer.bias.detach() if layer.bias is not None else weight.new_zeros(layer.out_features)
+                    for layer in layers
+                ]
+            )
+        for layer in layers:
+            layer.unpack()
+        return cls(torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias, [layer.out_features for layer in layers])
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "").split(self.sizes, -1)
+
+
+def packed_path_applies(x: torch.Tensor) -> bool:
+    """Packed copies serve bf16 CPU inputs without gradients (they are detached snapshots)."""
+    return x.dtype == torch.bfloat16 and x.is_cpu and not torch.is_grad_enabled()
 
 
 def pack_linears(module: nn.Module) -> int:

@@ -150,9 +150,13 @@ class QwenVLForConditionalGeneration(nn.Module):
         return KVCache(t.num_hidden_layers, batch, t.num_key_value_heads, t.head_dim, capacity, self.dtype, self.device)
 
     def pack_for_inference(self) -> int:
-        """Pack every bf16 linear weight for oneDNN (CPU inference; see layers.Linear.pack).
-        Costs a second copy of those weights; `train()` drops it. Returns how many were packed."""
-        return pack_linears(self)
+        """Pack every bf16 linear weight for oneDNN (CPU inference; see layers.Linear.pack), the
+        decoder's q/k/v and gate/up each as one product (layers.FusedLinears). Costs a second
+        copy of those weights; `train()` drops it. Returns how many products were packed."""
+        packed = pack_linears(self)
+        for layer in self.model.layers:
+            packed -= 2 * layer.self_attn.fuse() + layer.mlp.fuse()  # three products became one; two, one
+        return packed
 
     def gradient_checkpointing_enable(self) -> None:
         self.visual.gradient_checkpointing = True

@@ -11,11 +11,13 @@ import torch.nn as nn
 from ..config import TextConfig
 from .attention import decoder_attention
 from .cache import KVCache
-from .layers import Linear, RMSNorm, activation, apply_rotary
+from .layers import FusedLinears, Linear, RMSNorm, activation, apply_rotary, packed_path_applies
 from .rope import mrope_angles
 
 
 class TextAttention(nn.Module):
+    fused_qkv: FusedLinears | None = None  # inference only: see fuse()
+
     def __init__(self, cfg: TextConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -25,11 +27,25 @@ class TextAttention(nn.Module):
         self.v_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
         self.o_proj = Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
 
+    def fuse(self) -> bool:
+        """Pack q/k/v as one product for inference (FusedLinears); `train()` drops it."""
+        self.fused_qkv = FusedLinears.pack(self.q_proj, self.k_proj, self.v_proj)
+        return self.fused_qkv is not None
+
+    def train(self, mode: bool = True) -> TextAttention:
+        if mode:
+            self.fused_qkv = None
+        return super().train(mode)
+
     def forward(self, x, cos, sin, mask, cache: KVCache | None, backend: str):  # x [B, L, E]
         b, length, _ = x.shape
-        q = self.q_proj(x).view(b, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, D]
-        k = self.k_proj(x).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.fused_qkv is not None and packed_path_applies(x):
+            q, k, v = self.fused_qkv(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(b, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, D]
+        k = k.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, Hkv, past + L, D]
@@ -38,6 +54,8 @@ class TextAttention(nn.Module):
 
 
 class TextMLP(nn.Module):
+    fused_gate_up: FusedLinears | None = None  # inference only: see fuse()
+
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
@@ -45,8 +63,22 @@ class TextMLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.act = activation(cfg.hidden_act)
 
+    def fuse(self) -> bool:
+        """Pack gate/up as one product for inference (FusedLinears); `train()` drops it."""
+        self.fused_gate_up = FusedLinears.pack(self.gate_proj, self.up_proj)
+        return self.fused_gate_up is not None
+
+    def train(self, mode: bool = True) -> TextMLP:
+        if mode:
+            self.fused_gate_up = None
+        return super().train(mode)
+
     def forward(self, x):
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        if self.fused_gate_up is not None and packed_path_applies(x):
+            gate, up = self.fused_gate_up(x)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(self.act(gate) * up)
 
 
 class DecoderLayer(nn.Module):
