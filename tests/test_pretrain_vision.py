@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,7 +14,7 @@ from qwen_vl.processing import ImageSettings
 from training import pretrain_vision as pv
 from training.config import ConfigError, config_from_dict
 from training.synthetic import WorldOptions, write_dataset
-from training.synthetic_render import font
+from training.synthetic_render import font, render_image_scene
 from training.train import build_model
 
 
@@ -27,15 +28,27 @@ def test_shape_labels_mark_tokens_under_a_shape_and_tiny_shapes_too():
     boxes = pv.token_boxes(height=56, width=168, grid_h=2, grid_w=6, unit=28)  # 28 px tokens, no scaling
     scene = {
         "shapes": [
-            {"kind": "circle", "colour": "red", "bbox": [0, 0, 56, 56]},  # holds the centres of tokens 0, 1, 6, 7
-            {"kind": "star", "colour": "blue", "bbox": [120, 30, 128, 38]},  # holds no centre: its own centre's token
+            {"kind": "circle", "colour": "red", "bbox": [0, 0, 56, 56], "region": "left"},  # centres of 0, 1, 6, 7
+            {"kind": "star", "colour": "blue", "bbox": [120, 30, 128, 38], "region": "right"},  # its own centre's token
         ]
     }
-    colours, kinds = pv.shape_labels(scene, boxes)
+    colours, kinds, regions = pv.shape_labels(scene, boxes)
     red, blue = pv.COLOUR_CLASSES.index("red"), pv.COLOUR_CLASSES.index("blue")
     circle, star = pv.KIND_CLASSES.index("circle"), pv.KIND_CLASSES.index("star")
     assert colours == [red, red, 0, 0, 0, 0, red, red, 0, 0, blue, 0]
     assert kinds == [circle, circle, 0, 0, 0, 0, circle, circle, 0, 0, star, 0]
+    left, right, no = pv.REGION_CLASSES.index("left"), pv.REGION_CLASSES.index("right"), pv.IGNORE
+    assert regions == [left, left, no, no, no, no, left, left, no, no, right, no]  # asked of shape tokens only
+
+
+def test_shape_labels_follow_the_drawn_pixels_not_the_bbox():
+    boxes = pv.token_boxes(height=140, width=140, grid_h=5, grid_w=5, unit=28)
+    scene = {"shapes": [{"kind": "circle", "colour": "green", "bbox": [0, 0, 140, 140]}]}
+    colours, kinds, _ = pv.shape_labels(scene, boxes)
+    green, circle = pv.COLOUR_CLASSES.index("green"), pv.KIND_CLASSES.index("circle")
+    corners = {0, 4, 20, 24}  # inside the bbox, outside the circle
+    assert colours == [0 if k in corners else green for k in range(25)]
+    assert kinds == [0 if k in corners else circle for k in range(25)]
 
 
 def test_letter_labels_follow_the_glyph_advances():
@@ -81,21 +94,44 @@ def test_encode_gives_one_label_row_per_merged_token(world):
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
     for record, base in records:
         pixels, grid, labels, targets, count = pv.encode(record, base, settings)
-        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 3)
+        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 4)
         scene = record["scene"]
         pairs, places = len(pv.PAIRS), len(pv.PLACES)
         if "shapes" in scene:
             assert (labels[:, 0] > 0).any() and (labels[:, 2] == 0).all()  # some token sees each scene's shapes
+            on_shapes = labels[:, 3][labels[:, 1] > 0]
+            regions = {pv.REGION_CLASSES[r] for r in on_shapes.tolist()}
+            assert (
+                regions == {s["region"] for s in scene["shapes"]}
+                and (labels[:, 3][labels[:, 1] == 0] == pv.IGNORE).all()
+            )
             shown = {pv.PAIRS[i] for i in (targets[:pairs] == 1).nonzero().flatten().tolist()}
             assert shown == {(s["colour"], s["kind"]) for s in scene["shapes"]} and count == len(scene["shapes"])
             assert (
                 int(targets[pairs : pairs + places].sum()) == count and (targets[pairs + places :] == pv.IGNORE).all()
             )
         else:
-            assert (labels[:, :2] == pv.IGNORE).all() and (labels[:, 2] > 0).any()
+            assert (labels[:, [0, 1, 3]] == pv.IGNORE).all() and (labels[:, 2] > 0).any()
             words = [pv.WORDS[i] for i in (targets[pairs + places :] == 1).nonzero().flatten().tolist()]
             assert sorted(words) == sorted(set(scene["words"])) and count == pv.IGNORE
             assert (targets[: pairs + places] == pv.IGNORE).all()
+
+
+def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
+    rng = np.random.default_rng(3)
+    settings = ImageSettings(min_pixels=3136, max_pixels=12544)
+    pairs = len(pv.PAIRS)
+    for _ in range(20):
+        scene = pv.drill_scene(np.random.default_rng(rng.integers(1 << 30)))
+        (shape,) = scene.shapes
+        assert pv.DRILL_SIDES[0] <= scene.width == scene.height <= pv.DRILL_SIDES[1]
+        assert shape.bbox[2] <= scene.width and shape.bbox[3] <= scene.height and shape.region is None
+        pixels, grid, labels, targets, count = pv.encode_image(render_image_scene(scene), scene.to_dict(), settings)
+        kinds = set(labels[:, 1].tolist()) - {0}
+        assert kinds == {pv.KIND_CLASSES.index(shape.kind)} and count == 1
+        assert (labels[:, 3] == pv.IGNORE).all()  # no region on a drill
+        assert targets[pv.PAIRS.index((shape.colour, shape.kind))] == 1 and int(targets[:pairs].sum()) == 1
+        assert (targets[pairs:] == pv.IGNORE).all()  # a drill has no region and no words
 
 
 def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, capsys):
@@ -108,7 +144,7 @@ def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, 
     config = write_config(tmp_path / "c.yaml", **settings)
 
     args = ["--config", str(config), "--data", str(data), str(world / "ocr.jsonl"), "--steps", "30"]
-    assert pv.main([*args, "--batch-size", "4", "--heldout", str(data)]) == 0
+    assert pv.main([*args, "--batch-size", "4", "--drills", "2", "--heldout", str(data)]) == 0
     assert "held-out token accuracy colour" in capsys.readouterr().out
     tower = load_file(weights)
     assert tower and all(k.startswith("visual.") for k in tower)
