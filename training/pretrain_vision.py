@@ -184,6 +184,7 @@ def encode_drill(rng: np.random.Generator, settings: ImageSettings):
 
 
 def encode_image(image, scene: dict, settings: ImageSettings):
+    """encode()'s tuple for a PIL image and the scene it shows."""
     pixels, grid = image_to_patches(image, settings)
     merge = settings.merge_size
     boxes = token_boxes(image.height, image.width, grid[1] // merge, grid[2] // merge, settings.factor)
@@ -207,7 +208,7 @@ class Heads(nn.Module):
     def loss_and_hits(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor, targets, counts):
         """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 4],
         targets [I, IMAGE_TARGETS], counts [I] -> (loss, per token head [hits, counted] on
-        tokens that carry a shape or a letter)."""
+        the tokens that head names something on: a shape, a letter or a region)."""
         loss, stats = features.new_zeros(()), []
         for head, target in zip(self.tokens, labels.T, strict=True):
             logits = head(features)
@@ -254,7 +255,7 @@ def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generat
 
 
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
-    """Per head: accuracy on the tokens that carry a shape or a letter."""
+    """Per head: accuracy on the tokens it names something on (a shape, a letter, a region)."""
     totals = [[0, 0] for _ in heads.tokens]
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
@@ -271,7 +272,7 @@ def parse_args(argv):
     p.add_argument("--config", required=True, help="the stage-1 config: init.llm, init.vision, init.vision_weights")
     p.add_argument("--data", nargs="+", required=True, help="synthetic JSONL files with scenes (caption, vqa, ocr)")
     p.add_argument("--heldout", nargs="*", default=[], help="JSONL files scored at the end (accuracy per head)")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16, help="scenes from --data per step")
     p.add_argument("--drills", type=int, default=32, help="shape drills (one big shape on a small canvas) per step")
     p.add_argument("--lr", type=float, default=1e-3)
