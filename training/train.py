@@ -353,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        Trainer(cfg, resume=args.resume).fit()
+        trainer = Trainer(cfg, resume=args.resume)
+        try:
+            trainer.fit()
+        finally:
+            # Tear the process group down now: left to interpreter exit, a gloo rank can abort
+            # ("terminate called without an active exception") and fail a finished run.
+            trainer.accelerator.end_training()
     except QwenVLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
