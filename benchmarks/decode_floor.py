@@ -43,6 +43,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=128)
     args = parser.parse_args()
+    if args.new_tokens < 2:
+        parser.error("--new-tokens must be at least 2 (a decode step is timed from the tokens after the first)")
     model = build_model().to(torch.bfloat16)
     if model.pack_for_inference() == 0:
         raise SystemExit("error: this CPU has no oneDNN bf16 packing; the floor is measured on the packed path")

@@ -95,6 +95,7 @@ def test_load_model_packs_on_cpu_in_bf16(tmp_path):
     assert model.lm_head.packed is not None
     model, _ = load_model(tmp_path, device="cpu", dtype=torch.float32)
     assert model.lm_head.packed is None
+    assert model.model.layers[0].self_attn.fused_qkv is None and model.model.layers[0].mlp.fused_gate_up is None
 
 
 @needs_onednn

@@ -29,10 +29,7 @@ class Linear(nn.Linear):
     def pack(self) -> bool:
         """Pack the weight for inference where oneDNN can; False (and no copy) elsewhere.
         The copy is a snapshot: call again, or `unpack()`, after changing the weight."""
-        self.packed = None
-        weight = self.weight
-        if weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and onednn_linear_available():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+        self.packed = onednn_pack(self.weight) if packable(self.weight) else None
         return self.packed is not None
 
     def unpack(self) -> None:
@@ -45,7 +42,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and packed_path_applies(x):
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            return packed_linear(x, self.packed, self.bias)
         return linear(x, self.weight, self.bias)
 
 
@@ -61,9 +58,9 @@ class FusedLinears:
     def pack(cls, *layers: Linear) -> FusedLinears | None:
         """The fused copy, and the layers' own packed copies dropped (it replaces them); None
         where oneDNN cannot pack these weights."""
+        if not all(packable(layer.weight) for layer in layers):
+            return None  # before the concatenation: an fp32 model would copy its weights for nothing
         weight = torch.cat([layer.weight.detach() for layer in layers])
-        if not (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and onednn_linear_available()):
-            return None
         bias = None
         if any(layer.bias is not None for layer in layers):
             bias = torch.cat(
@@ -74,10 +71,24 @@ class FusedLinears:
             )
         for layer in layers:
             layer.unpack()
-        return cls(torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias, [layer.out_features for layer in layers])
+        return cls(onednn_pack(weight), bias, [layer.out_features for layer in layers])
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "").split(self.sizes, -1)
+        return packed_linear(x, self.packed, self.bias).split(self.sizes, -1)
+
+
+def packable(weight: torch.Tensor) -> bool:
+    """oneDNN can pack this weight: bf16, on a CPU with bf16 matrix units."""
+    return weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and onednn_linear_available()
+
+
+def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
+    """weight [out, in] -> an opaque oneDNN-blocked copy, laid out for one-row products."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 def packed_path_applies(x: torch.Tensor) -> bool:
