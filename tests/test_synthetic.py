@@ -157,6 +157,51 @@ def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
     assert vl.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
 
+def test_stage0_windows_hold_whole_texts_and_mark_their_padding():
+    from qwen_vl.processing import build_tokenizer
+    from training.pretrain_llm import render_chats, token_windows
+
+    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=1024)
+    texts = render_chats(tokenizer, world_items(4, 60), seed=0)
+    windows, filled = token_windows(tokenizer, texts, seq_len=128, seed=1)
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert windows.shape == filled.shape and windows.shape[1] == 128
+    found = []
+    for row, mask in zip(windows, filled, strict=True):
+        used = int(mask.sum())
+        assert mask[:used].all() and not mask[used:].any() and (row[used:] == eos).all()
+        assert row[used - 1] == eos  # the window ends where a text ends: nothing is cut
+        found += tokenizer.decode(row[:used].tolist()).split("<|endoftext|>")[:-1]
+    assert sorted(found) == sorted(texts)  # every text once, whole
+
+
+def test_stage0_answer_accuracy_scores_the_answer_tokens_only():
+    import torch
+
+    from qwen_vl.processing import build_tokenizer
+    from training.pretrain_llm import answer_accuracy
+
+    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=1024)
+    answer_start = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+
+    class Teller:
+        """Predicts each next token, right everywhere or only outside the answers."""
+
+        def __init__(self, answers_right: bool):
+            self.answers_right = answers_right
+
+        def __call__(self, ids, position_ids):
+            seq = ids[0].tolist()
+            nxt = seq[1:] + [0]
+            start = max(i for i in range(len(seq)) if seq[i : i + len(answer_start)] == answer_start)
+            if not self.answers_right:  # wrong from the last header on (answer and its <|im_end|>)
+                nxt[start + len(answer_start) - 1 :] = [0] * (len(seq) - start - len(answer_start) + 1)
+            return type("Out", (), {"logits": torch.nn.functional.one_hot(torch.tensor([nxt]), len(tokenizer)).float()})
+
+    assert answer_accuracy(Teller(True), tokenizer, seed=3, n=30) == 1.0
+    assert answer_accuracy(Teller(False), tokenizer, seed=3, n=30) == 0.0
+
+
 # ----------------------------------------------------------------------------- images
 
 
