@@ -157,24 +157,6 @@ def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
     assert vl.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
 
-def test_stage0_windows_hold_whole_texts_and_mark_their_padding():
-    from qwen_vl.processing import build_tokenizer
-    from training.pretrain_llm import render_chats, token_windows
-
-    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=1024)
-    texts = render_chats(tokenizer, world_items(4, 60), seed=0)
-    windows, filled = token_windows(tokenizer, texts, seq_len=128, seed=1)
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    assert windows.shape == filled.shape and windows.shape[1] == 128
-    found = []
-    for row, mask in zip(windows, filled, strict=True):
-        used = int(mask.sum())
-        assert mask[:used].all() and not mask[used:].any() and (row[used:] == eos).all()
-        assert row[used - 1] == eos  # the window ends where a text ends: nothing is cut
-        found += tokenizer.decode(row[:used].tolist()).split("<|endoftext|>")[:-1]
-    assert sorted(found) == sorted(texts)  # every text once, whole
-
-
 def test_stage0_answer_accuracy_scores_the_answer_tokens_only():
     import torch
 

@@ -16,7 +16,7 @@ python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns,
 #    then the vision tower on the scenes' per-token labels
-python -m training.pretrain_llm --out runs/bundled/llm --steps 2000 --lines 20000 --chats 12000
+python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1500 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl

@@ -11,7 +11,7 @@ The LLM thus already answers in the stages' format and has learned to read the a
 vision block, so that in stage 1 (LLM frozen) the vision tower only has to say what it sees in
 a form the LLM reads; with empty blocks instead, a frozen LLM never looks at the image.
 
-    python -m training.pretrain_llm --out runs/bundled/llm --steps 2000
+    python -m training.pretrain_llm --out runs/bundled/llm --steps 500
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parse_args(argv):
     p.add_argument("--chats", type=int, default=20000, help="world items drawn for chat conversations")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-pixels", type=int, default=100352, help="image pixel budget of the VL model's processor")
@@ -88,25 +88,16 @@ def render_chats(tokenizer, items: list[tuple[str, str, str, str]], seed: int) -
     return texts
 
 
-def token_windows(tokenizer, texts: list[str], seq_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """All texts in a seeded shuffled order, each ended by <|endoftext|> and packed whole into
-    windows (ids [N, seq_len], padded with <|endoftext|>; filled [N, seq_len], False on the
-    padding). A text is never cut across two windows: a chat whose vision block fell into the
-    window before would teach the LLM to answer without reading the block. A text longer than
-    seq_len is cut at seq_len."""
+def token_windows(tokenizer, texts: list[str], seq_len: int, seed: int = 0) -> torch.Tensor:
+    """All texts in a seeded shuffled order, each ended by <|endoftext|>, concatenated and cut
+    into windows [N, seq_len]."""
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
-    rows: list[list[int]] = [[]]
+    ids: list[int] = []
     for encoded in tokenizer([texts[i] for i in order], add_special_tokens=False)["input_ids"]:
-        piece = (encoded + [eos])[:seq_len]
-        if len(rows[-1]) + len(piece) > seq_len:
-            rows.append([])
-        rows[-1] += piece
-    windows = torch.full((len(rows), seq_len), eos)
-    filled = torch.zeros((len(rows), seq_len), dtype=torch.bool)
-    for row, ids in enumerate(rows):
-        windows[row, : len(ids)], filled[row, : len(ids)] = torch.tensor(ids), True
-    return windows, filled
+        ids += encoded + [eos]
+    usable = len(ids) // seq_len * seq_len
+    return torch.tensor(ids[:usable]).view(-1, seq_len)
 
 
 def answer_accuracy(model, tokenizer, seed: int, n: int = 300) -> float:
@@ -167,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
     chats = render_chats(tokenizer, world_items(args.seed + 1, args.chats), args.seed)
-    windows, filled = token_windows(tokenizer, world_text(args.seed, args.lines) + chats, args.seq_len, args.seed)
+    windows = token_windows(tokenizer, world_text(args.seed, args.lines) + chats, args.seq_len, args.seed)
     pads = torch.tensor(tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]))
     positions = torch.arange(args.seq_len).expand(args.batch_size, -1)
     model = build(args, tokenizer).train()
@@ -183,10 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     with Progress(disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("stage 0 (text)", total=args.steps)
         for step in range(args.steps):
-            picks = torch.randint(len(windows), (args.batch_size,), generator=gen)
-            batch = windows[picks]
-            # vision pads stand for pictures and window padding for nothing: neither is predicted
-            labels = batch.masked_fill(torch.isin(batch, pads) | ~filled[picks], IGNORE)
+            batch = windows[torch.randint(len(windows), (args.batch_size,), generator=gen)]
+            labels = batch.masked_fill(torch.isin(batch, pads), IGNORE)  # pads stand for pictures: not predicted
             loss = model(batch, labels=labels, position_ids=positions).loss  # plain 1-D ids: no media here
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
