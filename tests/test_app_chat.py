@@ -137,7 +137,10 @@ def test_answer_is_the_models_greedy_answer(engine):
     assert turn.done and turn.error is None and turn.answer == expected and expected
 
 
-def test_bad_uploads_become_turn_errors_and_the_session_goes_on(engine, tmp_path):
+@pytest.mark.parametrize("folder", ["", "a-folder-name-long-enough-that-every-upload-path-is-past-80-characters"])
+def test_bad_uploads_become_turn_errors_and_the_session_goes_on(engine, tmp_path, folder):
+    tmp_path = tmp_path / folder  # long paths: processing shortens them, and the error must still name the file
+    tmp_path.mkdir(exist_ok=True)
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     fake_video = tmp_path / "fake.mp4"

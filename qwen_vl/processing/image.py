@@ -39,10 +39,11 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def describe(source: object) -> str:
-    """A short printable name for a media source, used in error messages."""
+    """A short printable name for a media source, used in error messages. A long path keeps its
+    end, where the file name is."""
     if isinstance(source, (str, os.PathLike)):
         text = str(source)
-        return repr(text if len(text) <= 80 else text[:60] + "...")
+        return repr(text if len(text) <= 80 else "..." + text[-60:])
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
     if isinstance(source, Image.Image):

@@ -122,6 +122,13 @@ class PyAVReader:
         return np.stack(out)
 
 
+def reader_error(exc: Exception, path: str) -> str:
+    """First line of a reader's exception, the path cut to its file name (no server paths in
+    messages), at most 120 characters."""
+    text = str(exc).replace(path, os.path.basename(path))
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
 def open_video(path: str, backend: str = "auto", name: str | None = None) -> VideoReader:
     """decord when installed and able to read the file, else PyAV; MediaError if neither can."""
     name = name or repr(path)
@@ -138,7 +145,7 @@ def open_video(path: str, backend: str = "auto", name: str | None = None) -> Vid
             if backend == "decord":
                 raise MediaError(f"video {name}: decord is not installed") from None
         except Exception as exc:  # decord raises bare RuntimeError/DECORDError on bad input
-            errors.append(f"decord: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")
+            errors.append(f"decord: {reader_error(exc, path)}")
         if backend == "decord":
             raise MediaError(f"video {name}: cannot decode ({errors[-1]})")
     try:
@@ -146,8 +153,7 @@ def open_video(path: str, backend: str = "auto", name: str | None = None) -> Vid
     except MediaError:
         raise
     except Exception as exc:  # av.error.* for containers ffmpeg cannot parse
-        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise MediaError(f"video {name}: not a decodable video ({detail})") from None
+        raise MediaError(f"video {name}: not a decodable video ({reader_error(exc, path)})") from None
     if reader.total_frames == 0:
         raise MediaError(f"video {name}: no decodable frames")
     return reader

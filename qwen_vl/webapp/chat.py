@@ -119,9 +119,9 @@ def conversation(turns: list[Turn], settings: GenerationSettings) -> list[dict]:
 def friendly(message: str, files: list[str]) -> str:
     """Error text with server paths of uploads shortened to their file names.
 
-    Processing names a source by repr(path), cut to 60 characters + '...' when long."""
+    Processing names a source by repr(path), or by '...' + its last 60 characters when long."""
     for path in sorted(files, key=len, reverse=True):
-        for shown in (repr(path), repr(path[:60] + "..."), path):
+        for shown in (repr(path), repr("..." + path[-60:]), path):
             message = message.replace(shown, display_name(path))
     return message
 
