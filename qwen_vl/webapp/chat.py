@@ -15,6 +15,7 @@ from pathlib import Path
 from qwen_vl.errors import MediaError, QwenVLError
 from qwen_vl.generation import SamplingConfig
 from qwen_vl.processing import load_image
+from qwen_vl.processing.image import describe
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -119,9 +120,9 @@ def conversation(turns: list[Turn], settings: GenerationSettings) -> list[dict]:
 def friendly(message: str, files: list[str]) -> str:
     """Error text with server paths of uploads shortened to their file names.
 
-    Processing names a source by repr(path), or by '...' + its last 60 characters when long."""
+    Processing names a source by `describe(path)` (shortened when long) or by repr(path)."""
     for path in sorted(files, key=len, reverse=True):
-        for shown in (repr(path), repr("..." + path[-60:]), path):
+        for shown in (repr(path), describe(path), path):
             message = message.replace(shown, display_name(path))
     return message
 
