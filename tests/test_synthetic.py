@@ -157,6 +157,28 @@ def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
     assert vl.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
 
+def test_stage0_frozen_embeddings_stay_as_drawn_while_the_rest_learns(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from training.pretrain_llm import main as pretrain
+
+    tiny = ["--lines", "40", "--chats", "40", "--hidden", "32", "--layers", "1", "--intermediate", "64"]
+    tiny += ["--heads", "2", "--kv-heads", "1", "--batch-size", "2", "--seq-len", "32"]
+
+    def weights(steps: int, *extra: str) -> dict:
+        out = tmp_path / f"llm{steps}{''.join(extra)}"
+        assert pretrain(["--out", str(out), "--steps", str(steps), *tiny, *extra]) == 0
+        return load_file(out / "model.safetensors")
+
+    embed, mlp = "model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"
+    short, long = weights(1), weights(4)  # frozen by default
+    assert torch.equal(short[embed], long[embed]) and not torch.equal(short[mlp], long[mlp])
+    assert 0.09 < float(long[embed].std()) < 0.11  # the default draw, not the 0.02 init
+    learned_short, learned_long = weights(1, "--frozen-embeddings", "0"), weights(4, "--frozen-embeddings", "0")
+    assert not torch.equal(learned_short[embed], learned_long[embed])
+
+
 def test_stage0_answer_accuracy_scores_the_answer_tokens_only():
     import torch
 
