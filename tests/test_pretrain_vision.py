@@ -32,19 +32,20 @@ def test_shape_labels_mark_tokens_under_a_shape_and_tiny_shapes_too():
             {"kind": "star", "colour": "blue", "bbox": [120, 30, 128, 38], "region": "right"},  # its own centre's token
         ]
     }
-    colours, kinds, regions = pv.shape_labels(scene, boxes)
+    colours, kinds, regions, owners = pv.shape_labels(scene, boxes)
     red, blue = pv.COLOUR_CLASSES.index("red"), pv.COLOUR_CLASSES.index("blue")
     circle, star = pv.KIND_CLASSES.index("circle"), pv.KIND_CLASSES.index("star")
     assert colours == [red, red, 0, 0, 0, 0, red, red, 0, 0, blue, 0]
     assert kinds == [circle, circle, 0, 0, 0, 0, circle, circle, 0, 0, star, 0]
     left, right, no = pv.REGION_CLASSES.index("left"), pv.REGION_CLASSES.index("right"), pv.IGNORE
     assert regions == [left, left, no, no, no, no, left, left, no, no, right, no]  # asked of shape tokens only
+    assert owners == [1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 2, 0]
 
 
 def test_shape_labels_follow_the_drawn_pixels_not_the_bbox():
     boxes = pv.token_boxes(height=140, width=140, grid_h=5, grid_w=5, unit=28)
     scene = {"shapes": [{"kind": "circle", "colour": "green", "bbox": [0, 0, 140, 140]}]}
-    colours, kinds, _ = pv.shape_labels(scene, boxes)
+    colours, kinds, _, _ = pv.shape_labels(scene, boxes)
     green, circle = pv.COLOUR_CLASSES.index("green"), pv.KIND_CLASSES.index("circle")
     corners = {0, 4, 20, 24}  # inside the bbox, outside the circle
     assert colours == [0 if k in corners else green for k in range(25)]
@@ -94,7 +95,8 @@ def test_encode_gives_one_label_row_per_merged_token(world):
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
     for record, base in records:
         pixels, grid, labels, targets, count = pv.encode(record, base, settings)
-        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 4)
+        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 5)
+        assert torch.equal(labels[:, 4] > 0, labels[:, 1] > 0)  # the shape column marks the shape tokens
         scene = record["scene"]
         pairs, places = len(pv.PAIRS), len(pv.PLACES)
         if "shapes" in scene:
@@ -115,6 +117,30 @@ def test_encode_gives_one_label_row_per_merged_token(world):
             words = [pv.WORDS[i] for i in (targets[pairs + places :] == 1).nonzero().flatten().tolist()]
             assert sorted(words) == sorted(set(scene["words"])) and count == pv.IGNORE
             assert (targets[: pairs + places] == pv.IGNORE).all()
+
+
+def test_shape_kind_reads_the_mean_token_of_each_shape_of_each_image():
+    heads = pv.Heads(len(pv.KIND_CLASSES), shape_kind_weight=1.0)
+    with torch.no_grad():  # the kind head reads the features as kind scores
+        heads.tokens[1].weight.copy_(torch.eye(len(pv.KIND_CLASSES)))
+        heads.tokens[1].bias.zero_()
+    kind = {name: pv.KIND_CLASSES.index(name) for name in ("circle", "square", "triangle", "star")}
+    one_hot = torch.eye(len(pv.KIND_CLASSES))
+    rows = [  # (feature, kind label, shape id); image A has 3 tokens, image B 3
+        (3 * one_hot[kind["circle"]], kind["circle"], 1),
+        (one_hot[kind["square"]], kind["circle"], 1),  # this token alone is wrong; the shape's mean is right
+        (one_hot[0], 0, 0),  # background: in no shape
+        (one_hot[kind["star"]], kind["star"], 1),  # image B's shape 1 is not image A's shape 1
+        (one_hot[kind["triangle"]], kind["square"], 2),
+        (one_hot[kind["triangle"]], kind["square"], 2),
+    ]
+    features = torch.stack([f for f, _, _ in rows])
+    labels = torch.zeros(len(rows), 5, dtype=torch.long)
+    labels[:, 1] = torch.tensor([k for _, k, _ in rows])
+    labels[:, 4] = torch.tensor([s for _, _, s in rows])
+    loss, stats = heads.shape_kind(features, [3, 3], labels)
+    assert stats == [2, 3] and loss > 0  # A1 circle and B1 star right, B2 wrong
+    assert heads.shape_kind(features, [3, 3], labels.index_fill(1, torch.tensor([4]), 0))[1] == [0, 0]
 
 
 def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
@@ -144,8 +170,11 @@ def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, 
     config = write_config(tmp_path / "c.yaml", **settings)
 
     args = ["--config", str(config), "--data", str(data), str(world / "ocr.jsonl"), "--steps", "30"]
-    assert pv.main([*args, "--batch-size", "4", "--drills", "2", "--heldout", str(data)]) == 0
-    assert "held-out token accuracy colour" in capsys.readouterr().out
+    assert (
+        pv.main([*args, "--batch-size", "4", "--drills", "2", "--heldout", str(data), "--shape-kind-weight", "1"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "held-out token accuracy colour" in out and "kind per shape" in out
     tower = load_file(weights)
     assert tower and all(k.startswith("visual.") for k in tower)
 
