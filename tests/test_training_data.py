@@ -184,6 +184,16 @@ def test_shipped_configs_parse():
     }
 
 
+def test_bundled_model_configs_chain_from_stage_to_stage():
+    build = (REPO / "training/build_bundled_model.sh").read_text()
+    stages = build.split("for stage in ")[1].split(";")[0].split()
+    configs = [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
+    assert "llm" in configs[0].init  # stage 1 starts from the stage-0 LLM
+    for before, after in zip(configs[:-1], configs[1:], strict=True):
+        assert after.init["model"] == f"{before.output_dir}/final"
+    assert f"install_bundled {configs[-1].output_dir}/final" in build
+
+
 def test_accelerate_configs_parse():
     from accelerate.commands.config.config_args import load_config_from_file
 

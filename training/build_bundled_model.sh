@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM) -> stages 1-3
-# -> qwen_vl/assets/model -> held-out scores. About an hour on a 2-core CPU (see
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM) -> stages 1-4
+# -> qwen_vl/assets/model -> held-out scores. About 80 minutes on a 2-core CPU (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +21,14 @@ python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 
-# 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower; 2b continues stage 2)
-for stage in 1 2 2b 3; do
+# 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower; 2b continues stage 2),
+#    then stage 4, a last pass with everything learning
+for stage in 1 2 2b 3 4; do
     python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
 done
 
 # 4. install it in the package and score it on the held-out sets
-python -m training.install_bundled runs/bundled/stage3/final
+python -m training.install_bundled runs/bundled/stage4/final
 for task in caption vqa ocr video; do
     python -m eval --task "synthetic-$task" --data "data/bundled/heldout/$task.jsonl" --output "runs/bundled/eval/$task" --no-progress
 done
