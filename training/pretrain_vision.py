@@ -237,13 +237,14 @@ class Heads(nn.Module):
     def shape_kind(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor):
         """(cross-entropy, [hits, shapes]) of the kind head on the mean token of each shape. The
         LLM reads a shape by attending to its tokens, that is, by a mean of them; the per-token
-        kind loss leaves most tokens of a shape blind to its outline (after 500 steps: 26.7% per
-        token without this loss, 49.2% with it)."""
+        kind loss leaves most tokens of a shape blind to its outline (after 1,500 steps: 43.5% per
+        token without this loss, 72.2% with it)."""
         image = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         on = labels[:, 4] > 0
         if not on.any():
             return features.new_zeros(()), [0, 0]
-        groups, member = (image[on] * 64 + labels[on, 4]).unique(return_inverse=True)  # 64 > shapes per image
+        per_image = int(labels[:, 4].max()) + 1
+        groups, member = (image[on] * per_image + labels[on, 4]).unique(return_inverse=True)
         sums = features.new_zeros(len(groups), features.shape[1]).index_add_(0, member, features[on])
         means = sums / torch.bincount(member, minlength=len(groups))[:, None]
         kinds = torch.zeros(len(groups), dtype=torch.long).scatter_(0, member, labels[on, 1])
