@@ -312,7 +312,10 @@ def parse_args(argv):
         help="weight of the kind loss on each shape's mean token (0: off)",
     )
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.shape_kind_weight < 0:
+        p.error(f"--shape-kind-weight: a loss weight is >= 0, got {args.shape_kind_weight}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
