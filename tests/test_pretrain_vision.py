@@ -14,7 +14,7 @@ from qwen_vl.processing import ImageSettings
 from training import pretrain_vision as pv
 from training.config import ConfigError, config_from_dict
 from training.synthetic import WorldOptions, write_dataset
-from training.synthetic_render import font, render_image_scene
+from training.synthetic_render import font, render_image_scene, render_text_scene
 from training.train import build_model
 
 
@@ -52,22 +52,37 @@ def test_shape_labels_follow_the_drawn_pixels_not_the_bbox():
     assert kinds == [0 if k in corners else circle for k in range(25)]
 
 
-def test_letter_labels_follow_the_glyph_advances():
+def test_word_labels_follow_the_glyph_advances():
     size, origin = 40, [10, 20]
-    text = "ox ab"
+    text = "apple kite"
     left, top, right, bottom = font(size).getbbox(text)
     scene = {
-        "words": ["ox", "ab"],
+        "words": ["apple", "kite"],
         "font_size": size,
         "origin": origin,
         "text_bbox": [origin[0] + left, origin[1] + top, origin[0] + right, origin[1] + bottom],
     }
     row_y = (scene["text_bbox"][1] + scene["text_bbox"][3]) / 2
     edges = [origin[0] + font(size).getlength(text[:k]) for k in range(len(text) + 1)]
-    centres = [(edges[k] + edges[k + 1]) / 2 for k in range(len(text))]
+    centres = [(edges[k] + edges[k + 1]) / 2 for k in (0, 4, 5, 6, 9)]  # a, e, the space, k, e
     boxes = [(x - 1, row_y - 1, x + 1, row_y + 1) for x in centres] + [(0, 0, 2, 2)]  # last: above the text
-    labels = pv.letter_labels(scene, boxes)
-    assert [pv.LETTER_CLASSES[i] for i in labels] == ["o", "x", "none", "a", "b", "none"]
+    labels, owners = pv.word_labels(scene, boxes)
+    assert [pv.WORD_CLASSES[i] for i in labels] == ["apple", "apple", "none", "kite", "kite", "none"]
+    assert owners == [1, 1, 0, 2, 2, 0]
+
+
+def test_a_word_too_small_for_any_token_centre_labels_the_token_holding_its_centre():
+    size, origin = 10, [100, 100]
+    left, top, right, bottom = font(size).getbbox("kite")
+    scene = {
+        "words": ["kite"],
+        "font_size": size,
+        "origin": origin,
+        "text_bbox": [origin[0] + left, origin[1] + top, origin[0] + right, origin[1] + bottom],
+    }
+    boxes = pv.token_boxes(height=224, width=224, grid_h=4, grid_w=4, unit=56)  # centres far from the word
+    labels, owners = pv.word_labels(scene, boxes)
+    assert labels == [0] * 5 + [pv.WORD_CLASSES.index("kite")] + [0] * 10 and owners == [0] * 5 + [1] + [0] * 10
 
 
 def tiny_llm(tmp_path):
@@ -96,7 +111,7 @@ def test_encode_gives_one_label_row_per_merged_token(world):
     for record, base in records:
         pixels, grid, labels, targets, count = pv.encode(record, base, settings)
         assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 5)
-        assert torch.equal(labels[:, 4] > 0, labels[:, 1] > 0)  # the shape column marks the shape tokens
+        assert torch.equal(labels[:, 4] > 0, (labels[:, 1] > 0) | (labels[:, 2] > 0))  # shape or word tokens
         scene = record["scene"]
         pairs, places = len(pv.PAIRS), len(pv.PLACES)
         if "shapes" in scene:
@@ -119,8 +134,8 @@ def test_encode_gives_one_label_row_per_merged_token(world):
             assert (targets[: pairs + places] == pv.IGNORE).all()
 
 
-def test_shape_kind_reads_the_mean_token_of_each_shape_of_each_image():
-    heads = pv.Heads(len(pv.KIND_CLASSES), shape_kind_weight=1.0)
+def test_pooled_kind_reads_the_mean_token_of_each_shape_of_each_image():
+    heads = pv.Heads(len(pv.KIND_CLASSES), pooled_weight=1.0)
     with torch.no_grad():  # the kind head reads the features as kind scores
         heads.tokens[1].weight.copy_(torch.eye(len(pv.KIND_CLASSES)))
         heads.tokens[1].bias.zero_()
@@ -138,9 +153,26 @@ def test_shape_kind_reads_the_mean_token_of_each_shape_of_each_image():
     labels = torch.zeros(len(rows), 5, dtype=torch.long)
     labels[:, 1] = torch.tensor([k for _, k, _ in rows])
     labels[:, 4] = torch.tensor([s for _, _, s in rows])
-    loss, stats = heads.shape_kind(features, [3, 3], labels)
-    assert stats == [2, 3] and loss > 0  # A1 circle and B1 star right, B2 wrong
-    assert heads.shape_kind(features, [3, 3], labels.index_fill(1, torch.tensor([4]), 0))[1] == [0, 0]
+    loss, stats = heads.pooled(features, [3, 3], labels)
+    assert stats == [[2, 3], [0, 0]] and loss > 0  # A1 circle and B1 star right, B2 wrong; no words
+    assert heads.pooled(features, [3, 3], labels.index_fill(1, torch.tensor([4]), 0))[1] == [[0, 0], [0, 0]]
+
+
+def test_pooled_word_reads_the_mean_token_of_each_word():
+    width = len(pv.WORD_CLASSES)
+    heads = pv.Heads(width, pooled_weight=1.0)
+    with torch.no_grad():  # the word head reads the features as word scores
+        heads.tokens[2].weight.copy_(torch.eye(width))
+        heads.tokens[2].bias.zero_()
+    apple, kite = pv.WORD_CLASSES.index("apple"), pv.WORD_CLASSES.index("kite")
+    one_hot = torch.eye(width)
+    features = torch.stack([3 * one_hot[apple], one_hot[kite], one_hot[kite], one_hot[0]])
+    labels = torch.zeros(4, 5, dtype=torch.long)
+    labels[:, 1] = pv.IGNORE  # a text scene asks no kind
+    labels[:, 2] = torch.tensor([apple, apple, kite, 0])
+    labels[:, 4] = torch.tensor([1, 1, 2, 0])
+    loss, stats = heads.pooled(features, [4], labels)
+    assert stats == [[0, 0], [2, 2]] and loss > 0  # the first word's mean is apple though one token says kite
 
 
 def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
@@ -160,6 +192,25 @@ def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
         assert (targets[pairs:] == pv.IGNORE).all()  # a drill has no region and no words
 
 
+def test_word_drills_label_their_one_word_and_nothing_else():
+    rng = np.random.default_rng(4)
+    settings = ImageSettings(min_pixels=3136, max_pixels=12544)
+    words = len(pv.PAIRS) + len(pv.PLACES)
+    for _ in range(20):
+        scene = pv.word_drill_scene(np.random.default_rng(rng.integers(1 << 30)))
+        (word,) = scene.words
+        x0, y0, x1, y1 = scene.text_bbox
+        assert 0 <= x0 and x1 <= scene.width and 0 <= y0 and y1 <= scene.height  # the ink fits the canvas
+        assert pv.WORD_DRILL_FONT[0] <= scene.font_size <= pv.WORD_DRILL_FONT[1]
+        pixels, grid, labels, targets, count = pv.encode_image(render_text_scene(scene), scene.to_dict(), settings)
+        assert set(labels[:, 2].tolist()) - {0} == {pv.WORD_CLASSES.index(word)} and set(labels[:, 4].tolist()) <= {
+            0,
+            1,
+        }
+        assert (labels[:, [0, 1, 3]] == pv.IGNORE).all() and count == pv.IGNORE
+        assert targets[words + pv.WORDS.index(word)] == 1 and int(targets[words:].sum()) == 1
+
+
 def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, capsys):
     llm = tiny_llm(tmp_path)
     vision = {"hidden_size": 32, "depth": 2, "num_heads": 2, "intermediate_size": 48, "fullatt_block_indexes": [1]}
@@ -171,10 +222,25 @@ def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, 
 
     args = ["--config", str(config), "--data", str(data), str(world / "ocr.jsonl"), "--steps", "30"]
     assert (
-        pv.main([*args, "--batch-size", "4", "--drills", "2", "--heldout", str(data), "--shape-kind-weight", "1"]) == 0
+        pv.main(
+            [
+                *args,
+                "--batch-size",
+                "4",
+                "--drills",
+                "2",
+                "--word-drills",
+                "2",
+                "--heldout",
+                str(data),
+                "--pooled-weight",
+                "1",
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
-    assert "held-out token accuracy colour" in out and "kind per shape" in out
+    assert "held-out token accuracy colour" in out and "kind per shape" in out and "word per word" in out
     tower = load_file(weights)
     assert tower and all(k.startswith("visual.") for k in tower)
 
@@ -218,3 +284,10 @@ def test_bad_data_is_one_clear_line(tmp_path, capsys, content, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "v.safetensors").exists()
+
+
+@pytest.mark.parametrize("option", ["--drills", "--word-drills", "--pooled-weight"])
+def test_a_negative_count_or_weight_is_a_usage_error(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pv.parse_args(["--config", "c.yaml", "--data", "d.jsonl", option, "-1"])
+    assert exit_info.value.code == 2 and f"error: {option}: a " in capsys.readouterr().err

@@ -1,19 +1,23 @@
 """Vision pre-training for the bundled model: the fresh ViT learns to see the synthetic world
 before it meets the LLM, the part CLIP pre-training plays for the published models.
 
-A vision tower built from a stage-1 config's `init.vision` learns two kinds of targets through
+A vision tower built from a stage-1 config's `init.vision` learns three kinds of targets through
 linear heads on the merger's output, all read off the scene the synthetic world records beside
 each image:
-- per merged token: the colour and the kind of the shape under it, the letter of the text under
+- per merged token: the colour and the kind of the shape under it, the word of the text under
   it ("none" where there is none), and on a scene's shape tokens the third of the image (left,
   middle, right) that the shape is in;
+- per shape and per word, from the mean of its tokens (`--pooled-weight`): its kind, or which
+  word it is. The LLM reads a shape or a word by attending to its tokens, that is, by a mean of
+  them, and most single tokens of a shape see too little of its outline to tell its kind;
 - per image, from the mean of its merged tokens: which (colour, kind) pairs and which (kind,
   region) pairs it shows, how many shapes, and which words. A mean is what an LLM's attention
   reads before it has learned where to look, so these make the first answers depend on the
   image.
 Each step also draws fresh shape drills (`drill_scene`): one big shape on a small canvas, where
 a shape's kind can be learned from its outline; at scene scale most shapes span a patch or two
-and the kind stays near chance. The heads are dropped; the tower's
+and the kind stays near chance. Word drills (`word_drill_scene`) do the same for the OCR words:
+one word on a canvas its size, at the font sizes OCR images have once resized. The heads are dropped; the tower's
 weights (`visual.*`) are written to the config's `init.vision_weights`, where stage 1 picks
 them up. Without this step a from-scratch tower answers every image with the same vector: its
 features are mostly the background's colour, and the language loss alone does not pull them
@@ -44,7 +48,7 @@ from training.config import load_config
 from training.data import IGNORE
 from training.params import small_normal_init_
 from training.schedule import cosine_schedule
-from training.synthetic_render import draw_shape, font, render_image_scene
+from training.synthetic_render import draw_shape, font, render_image_scene, render_text_scene, text_bbox
 from training.synthetic_words import WORDS
 from training.synthetic_world import (
     COLOURS,
@@ -53,18 +57,20 @@ from training.synthetic_world import (
     REGIONS,
     ImageScene,
     Shape,
+    TextScene,
     colours_on,
     sample_background,
 )
 
 COLOUR_CLASSES = ("none", *COLOURS)
 KIND_CLASSES = ("none", *KINDS)
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-LETTER_CLASSES = ("none", *LETTERS)
+WORD_CLASSES = ("none", *WORDS)
 REGION_CLASSES = ("none", *REGIONS)
-TOKEN_HEADS = ("colour", "kind", "letter", "region")
-REPORTED = (*TOKEN_HEADS, "kind per shape")  # the last: the kind head on the mean of a shape's tokens
+TOKEN_HEADS = ("colour", "kind", "word", "region")
+REPORTED = (*TOKEN_HEADS, "kind per shape", "word per word")  # the last two: heads on the mean token of each
 DRILL_SIDES = (56, 140)  # canvas side, px: at most 10x10 patches, so a drill costs little
+WORD_DRILL_FONT = (10, 60)  # px: the 5th to 80th percentile of OCR font sizes once images are resized
+WORD_DRILL_MARGIN = (2, 24)  # px of background around the ink
 
 
 def token_boxes(height: int, width: int, grid_h: int, grid_w: int, unit: int):
@@ -116,26 +122,24 @@ def shape_labels(scene: dict, boxes) -> tuple[list[int], list[int], list[int], l
     return colours, kinds, regions, owners
 
 
-def letter_labels(scene: dict, boxes) -> list[int]:
-    """The letter whose advance span holds each token's centre, for centres inside the inked
-    text's rows; a letter too small to hold a centre labels the free token that holds its own
-    centre (spaces and everything else: none)."""
-    text = " ".join(scene["words"])
-    face = font(scene["font_size"])
-    edges = [scene["origin"][0] + face.getlength(text[:k]) for k in range(len(text) + 1)]
+def word_labels(scene: dict, boxes) -> tuple[list[int], list[int]]:
+    """The word whose advance span holds each token's centre, for centres inside the inked
+    text's rows, and which word of the line that is (1 + its index; 0: none); a word too small
+    to hold a centre labels the free token that holds its own centre."""
+    face, x0 = font(scene["font_size"]), scene["origin"][0]
     _, top, _, bottom = scene["text_bbox"]
     centres = [((a + c) / 2, (b + d) / 2) for a, b, c, d in boxes]
-    labels = [0] * len(boxes)
-    for k, char in enumerate(text):
-        if char not in LETTERS:
-            continue
-        hits = [t for t, (x, y) in enumerate(centres) if edges[k] <= x < edges[k + 1] and top <= y < bottom]
+    labels, owners = [0] * len(boxes), [0] * len(boxes)
+    for index, word in enumerate(scene["words"]):
+        prefix = " ".join(scene["words"][:index]) + (" " if index else "")
+        left, right = x0 + face.getlength(prefix), x0 + face.getlength(prefix + word)
+        hits = [t for t, (x, y) in enumerate(centres) if left <= x < right and top <= y < bottom]
         if not hits:
-            x, y = (edges[k] + edges[k + 1]) / 2, (top + bottom) / 2
+            x, y = (left + right) / 2, (top + bottom) / 2
             hits = [t for t, (a, b, c, d) in enumerate(boxes) if a <= x < c and b <= y < d and not labels[t]]
         for t in hits:
-            labels[t] = LETTER_CLASSES.index(char)
-    return labels
+            labels[t], owners[t] = WORD_CLASSES.index(word), index + 1
+    return labels, owners
 
 
 PAIRS = [(c, k) for c in COLOURS for k in KINDS]
@@ -163,7 +167,7 @@ def image_targets(scene: dict) -> tuple[torch.Tensor, int]:
 
 def encode(record: dict, base: Path, settings: ImageSettings):
     """(pixel_values [N, 1176], grid (1, gh, gw), token labels long [N / 4, 5] (TOKEN_HEADS' classes,
-    then the shape under the token: 1 + its index, 0 none), image targets float [IMAGE_TARGETS],
+    then the shape or word under the token: 1 + its index, 0 none), image targets float [IMAGE_TARGETS],
     shape count) for one image sample."""
     media = record["messages"][0]["content"][0]
     return encode_image(load_image(media["image"], base), record["scene"], settings)
@@ -182,8 +186,23 @@ def drill_scene(rng: np.random.Generator) -> ImageScene:
     return ImageScene(side, side, background, [Shape(kind, colour, [x0, y0, x0 + size, y0 + size])])
 
 
-def encode_drill(rng: np.random.Generator, settings: ImageSettings):
-    """encode()'s tuple for a fresh shape drill."""
+def word_drill_scene(rng: np.random.Generator) -> TextScene:
+    """A word drill: one OCR word on a canvas its own size, so that a word costs a few tokens."""
+    word, size = str(rng.choice(WORDS)), int(rng.integers(WORD_DRILL_FONT[0], WORD_DRILL_FONT[1] + 1))
+    left, top, right, bottom = text_bbox(word, size)
+    mx0, my0, mx1, my1 = (int(m) for m in rng.integers(WORD_DRILL_MARGIN[0], WORD_DRILL_MARGIN[1] + 1, 4))
+    width, height = right - left + mx0 + mx1, bottom - top + my0 + my1
+    origin = [mx0 - left, my0 - top]
+    background = sample_background(rng)
+    colour = str(rng.choice(colours_on(background.colour)))
+    return TextScene(width, height, background, [word], colour, size, origin, text_bbox(word, size, origin))
+
+
+def encode_drill(rng: np.random.Generator, settings: ImageSettings, words: bool = False):
+    """encode()'s tuple for a fresh shape drill (or word drill)."""
+    if words:
+        scene = word_drill_scene(rng)
+        return encode_image(render_text_scene(scene), scene.to_dict(), settings)
     scene = drill_scene(rng)
     return encode_image(render_image_scene(scene), scene.to_dict(), settings)
 
@@ -195,32 +214,53 @@ def encode_image(image, scene: dict, settings: ImageSettings):
     boxes = token_boxes(image.height, image.width, grid[1] // merge, grid[2] // merge, settings.factor)
     if "shapes" in scene:
         colours, kinds, regions, owners = shape_labels(scene, boxes)
-        letters = [0] * len(boxes)
+        words = [0] * len(boxes)
     else:  # text scene: its colour is the ink's, not a shape's, so the shape heads skip it
         colours = kinds = regions = [IGNORE] * len(boxes)
-        letters, owners = letter_labels(scene, boxes), [0] * len(boxes)
-    labels = torch.tensor([colours, kinds, letters, regions, owners]).T
+        words, owners = word_labels(scene, boxes)
+    labels = torch.tensor([colours, kinds, words, regions, owners]).T
     return pixels, grid, labels, *image_targets(scene)
 
 
-class Heads(nn.Module):
-    def __init__(self, width: int, shape_kind_weight: float = 0.0):
+class WordHead(nn.Module):
+    """A token head whose classes are the LLM's own input embeddings of their words (fixed), plus
+    a learned "none" row: the tower learns to point a red token at the LLM's " red", which is
+    what the LLM has learned to read inside the vision block (training/pretrain_reading.py)."""
+
+    def __init__(self, rows: torch.Tensor):  # [classes - 1, width]: the words' embedding rows
         super().__init__()
-        self.shape_kind_weight = shape_kind_weight
-        classes = (COLOUR_CLASSES, KIND_CLASSES, LETTER_CLASSES, REGION_CLASSES)  # TOKEN_HEADS' order
-        self.tokens = nn.ModuleList(nn.Linear(width, len(c)) for c in classes)
+        self.register_buffer("rows", rows / rows.norm(dim=-1, keepdim=True))
+        self.none = nn.Parameter(torch.zeros(rows.shape[1]))
+        self.bias = nn.Parameter(torch.zeros(rows.shape[0] + 1))
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [T, width] -> [T, classes]
+        return self.scale * (features @ torch.cat([self.none[None], self.rows]).T) + self.bias
+
+
+class Heads(nn.Module):
+    def __init__(self, width: int, pooled_weight: float = 0.0, word_rows: dict[str, torch.Tensor] | None = None):
+        """word_rows: per token head named there, the LLM's embeddings of its class words (a WordHead)."""
+        super().__init__()
+        self.pooled_weight = pooled_weight
+        classes = (COLOUR_CLASSES, KIND_CLASSES, WORD_CLASSES, REGION_CLASSES)  # TOKEN_HEADS' order
+        word_rows = word_rows or {}
+        self.tokens = nn.ModuleList(
+            WordHead(word_rows[name]) if name in word_rows else nn.Linear(width, len(c))
+            for name, c in zip(TOKEN_HEADS, classes, strict=True)
+        )
         self.image = nn.Linear(width, IMAGE_TARGETS)
         self.count = nn.Linear(width, 4)
 
     def loss_and_hits(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor, targets, counts):
         """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 5],
         targets [I, IMAGE_TARGETS], counts [I] -> (loss, per REPORTED entry [hits, counted]: the
-        token heads on the tokens they name something on (a shape, a letter or a region), then
-        the kind head on each shape's mean token)."""
+        token heads on the tokens they name something on (a shape, a word or a region), then
+        the kind head on each shape's mean token and the word head on each word's)."""
         loss, stats = features.new_zeros(()), []
-        shape_loss, shape_stats = self.shape_kind(features, sizes, labels)
-        if self.shape_kind_weight:
-            loss = loss + self.shape_kind_weight * shape_loss
+        pooled_loss, pooled_stats = self.pooled(features, sizes, labels)
+        if self.pooled_weight:
+            loss = loss + self.pooled_weight * pooled_loss
         for head, target in zip(self.tokens, labels[:, :4].T, strict=True):
             logits = head(features)
             if (target != IGNORE).any():
@@ -232,24 +272,30 @@ class Heads(nn.Module):
         loss = loss + F.binary_cross_entropy_with_logits(self.image(pooled)[known], targets[known])
         if (counts != IGNORE).any():
             loss = loss + F.cross_entropy(self.count(pooled), counts, ignore_index=IGNORE)
-        return loss, [*stats, shape_stats]
+        return loss, [*stats, *pooled_stats]
 
-    def shape_kind(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor):
-        """(cross-entropy, [hits, shapes]) of the kind head on the mean token of each shape. The
-        LLM reads a shape by attending to its tokens, that is, by a mean of them; the per-token
-        kind loss leaves most tokens of a shape blind to its outline (after 1,500 steps: 43.5% per
-        token without this loss, 72.2% with it)."""
+    def pooled(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor):
+        """(summed cross-entropy, [[hits, shapes], [hits, words]]) of the kind head on the mean
+        token of each shape and of the word head on the mean token of each word. Without this
+        loss most tokens of a shape stay blind to its outline (after 1,500 steps: kind 43.5% per
+        token; with it 72.2%)."""
         image = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         on = labels[:, 4] > 0
+        loss, stats = features.new_zeros(()), [[0, 0], [0, 0]]
         if not on.any():
-            return features.new_zeros(()), [0, 0]
+            return loss, stats
         per_image = int(labels[:, 4].max()) + 1
         groups, member = (image[on] * per_image + labels[on, 4]).unique(return_inverse=True)
         sums = features.new_zeros(len(groups), features.shape[1]).index_add_(0, member, features[on])
         means = sums / torch.bincount(member, minlength=len(groups))[:, None]
-        kinds = torch.zeros(len(groups), dtype=torch.long).scatter_(0, member, labels[on, 1])
-        logits = self.tokens[1](means)
-        return F.cross_entropy(logits, kinds), [int((logits.argmax(-1) == kinds).sum()), len(groups)]
+        for k, column in enumerate((1, 2)):  # the kind of a shape, the word of a word
+            truth = torch.zeros(len(groups), dtype=torch.long).scatter_(0, member, labels[on, column].clamp(min=0))
+            named = truth > 0  # a shape's group has no word, a word's group no kind
+            if named.any():
+                logits = self.tokens[column](means[named])
+                loss = loss + F.cross_entropy(logits, truth[named])
+                stats[k] = [int((logits.argmax(-1) == truth[named]).sum()), int(named.sum())]
+        return loss, stats
 
 
 def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
@@ -272,19 +318,36 @@ def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
     return records
 
 
-def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generator | None = None):
+def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generator | None = None, word_drills: int = 0):
     """(pixel_values, grid_thw [I, 3], tokens per image, token labels, image targets, counts) of
-    the records at `indices` and `drills` fresh shape drills drawn from `rng`."""
+    the records at `indices`, `drills` fresh shape drills and `word_drills` word drills drawn from `rng`."""
     samples = [encode(records[i][0], records[i][1], settings) for i in indices]
     samples += [encode_drill(rng, settings) for _ in range(drills)]
+    samples += [encode_drill(rng, settings, words=True) for _ in range(word_drills)]
     rows, grids, labels, targets, counts = zip(*samples, strict=True)
     sizes = [len(x) for x in labels]
     return torch.cat(rows), torch.tensor(grids), sizes, torch.cat(labels), torch.stack(targets), torch.tensor(counts)
 
 
+def llm_word_rows(llm_dir: str) -> dict[str, torch.Tensor]:
+    """Per shape head: the LLM's input embeddings of its class words as a caption says them
+    (" red", " circle", " left"), one row per class after "none"."""
+    from qwen_vl.weights import load_state_dict
+
+    tokenizer = QwenVLProcessor.from_pretrained(llm_dir, light_tokenizer=True).tokenizer
+    table = load_state_dict(Path(llm_dir), dtype=torch.float32)["model.embed_tokens.weight"]
+    rows = {}
+    for name, classes in (("colour", COLOUR_CLASSES), ("kind", KIND_CLASSES), ("region", REGION_CLASSES)):
+        ids = [tokenizer.encode(" " + word) for word in classes[1:]]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError(f"{llm_dir}: a {name} word is not one token; --word-heads needs single-token words")
+        rows[name] = table[[i[0] for i in ids]]
+    return rows
+
+
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
-    """Per REPORTED entry: accuracy on the tokens a head names something on (a shape, a letter,
-    a region), then of the kind head on each shape's mean token."""
+    """Per REPORTED entry: accuracy on the tokens a head names something on (a shape, a word,
+    a region), then of the kind head on each shape's mean token and the word head on each word's."""
     totals = [[0, 0] for _ in REPORTED]
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
@@ -304,17 +367,28 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16, help="scenes from --data per step")
     p.add_argument("--drills", type=int, default=32, help="shape drills (one big shape on a small canvas) per step")
+    p.add_argument(
+        "--word-drills", type=int, default=0, help="word drills (one OCR word on a canvas its size) per step"
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
-        "--shape-kind-weight",
+        "--pooled-weight",
         type=float,
         default=0.0,
-        help="weight of the kind loss on each shape's mean token (0: off)",
+        help="weight of the kind loss on each shape's mean token and the word loss on each word's (0: off)",
+    )
+    p.add_argument(
+        "--word-heads",
+        action="store_true",
+        help="the colour, kind and region heads score tokens against the LLM's embeddings of those words",
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.shape_kind_weight < 0:
-        p.error(f"--shape-kind-weight: a loss weight is >= 0, got {args.shape_kind_weight}")
+    for name in ("drills", "word_drills"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')}: a count is >= 0, got {getattr(args, name)}")
+    if args.pooled_weight < 0:
+        p.error(f"--pooled-weight: a loss weight is >= 0, got {args.pooled_weight}")
     return args
 
 
@@ -334,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = QwenVLProcessor.from_pretrained(cfg.init["llm"], **cfg.image).image_settings
         records = read_records(args.data)
         heldout = read_records(args.heldout)
+        word_rows = llm_word_rows(cfg.init["llm"]) if args.word_heads else None
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -345,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     vision = vision_config_from(cfg.init.get("vision"))
     vision.out_hidden_size = llm_config["hidden_size"]
     tower = small_normal_init_(VisionEncoder(vision)).train()
-    heads = Heads(vision.out_hidden_size, args.shape_kind_weight)
+    heads = Heads(vision.out_hidden_size, args.pooled_weight, word_rows)
     params = [*tower.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
@@ -354,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for step in range(args.steps):
         picks = [order[(step * args.batch_size + k) % len(order)] for k in range(args.batch_size)]
-        pixels, grids, *labels = batch_of(records, picks, settings, args.drills, drill_rng)
+        pixels, grids, *labels = batch_of(records, picks, settings, args.drills, drill_rng, args.word_drills)
         loss, _ = heads.loss_and_hits(tower(pixels, grids), *labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -1,0 +1,83 @@
+"""Stage 0b: the LLM reads pictures laid out as grids of its own word embeddings, and the
+vision tower's word heads score tokens against those same embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qwen_vl.processing import QwenVLProcessor
+from training import pretrain_reading as pr
+from training import pretrain_vision as pv
+from training.data import IGNORE
+from training.pretrain_llm import main as pretrain_llm
+
+
+@pytest.fixture(scope="module")
+def world_llm(tmp_path_factory):
+    """A tiny stage-0 LLM with the world's tokenizer (its colour, kind and region words are one token each)."""
+    out = tmp_path_factory.mktemp("stage0") / "llm"
+    tiny = ["--lines", "40", "--chats", "40", "--hidden", "32", "--layers", "1", "--intermediate", "64"]
+    tiny += ["--heads", "2", "--kv-heads", "1", "--batch-size", "2", "--seq-len", "32", "--steps", "1"]
+    assert pretrain_llm(["--out", str(out), *tiny]) == 0
+    return out
+
+
+def test_word_grid_slots_hold_the_sum_of_their_words_embeddings():
+    table = torch.nn.Embedding(10, 4)
+    grid = pr.WordGrid(table, noise=0.0)
+    words = torch.tensor([[1, 2, 3], [-1, -1, -1], [4, -1, 5]])
+    out = grid(words)
+    weight = table.weight
+    assert torch.allclose(out[0], weight[1] + weight[2] + weight[3]) and torch.equal(out[1], torch.zeros(4))
+    assert torch.allclose(out[2], weight[4] + weight[5])
+
+
+def test_a_scene_sample_puts_one_word_row_on_each_image_token_and_labels_only_the_answer(world_llm):
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids = pr.word_ids(processor.tokenizer)
+    assert all(len(v) == len(pr.SLOT_WORDS[k]) for k, v in ids.items())
+    rng = np.random.default_rng(0)
+    for share in (0.0, 1.0):
+        tokens, labels, words, grid = pr.scene_sample(rng, processor, ids, 448, share)
+        assert int((tokens == processor.image_token_id).sum()) == len(words) == grid[1] * grid[2] // 4
+        assert ((words[:, 0] >= 0) == (words[:, 1] >= 0)).all() and (words[:, 0] >= 0).any()  # shapes seen
+        answer = processor.tokenizer.decode(tokens[labels != IGNORE]).replace("<|im_end|>", "").strip()
+        prompt = processor.tokenizer.decode(tokens[: int((labels == IGNORE).sum())])
+        assert ("Describe this image." in prompt) == (share == 1.0) and answer
+
+
+def test_stage0b_learns_the_reading_and_keeps_the_embeddings_as_stage0_drew_them(world_llm, tmp_path, capsys):
+    out = tmp_path / "read"
+    assert pr.main(["--llm", str(world_llm), "--out", str(out), "--steps", "2", "--batch-size", "2"]) == 0
+    assert "read: tokens" in capsys.readouterr().out
+    before, after = load_file(world_llm / "model.safetensors"), load_file(out / "model.safetensors")
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert not torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
+    assert (
+        QwenVLProcessor.from_pretrained(out).image_token_id == QwenVLProcessor.from_pretrained(world_llm).image_token_id
+    )
+
+
+def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
+    rows = pv.llm_word_rows(str(world_llm))
+    assert {k: len(v) for k, v in rows.items()} == {"colour": 8, "kind": 4, "region": 3}
+    heads = pv.Heads(rows["kind"].shape[1], word_rows=rows)
+    for k, row in enumerate(rows["kind"]):
+        assert int(heads.tokens[1](row[None]).argmax()) == k + 1  # the embedding of " square" scores "square"
+    assert isinstance(heads.tokens[2], torch.nn.Linear)  # the OCR word head stays a plain one
+
+
+@pytest.mark.parametrize("args", [["--caption-share", "1.5"], ["--steps", "0"]])
+def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pr.parse_args(["--llm", "a", "--out", "b", *args])
+    assert exit_info.value.code == 2 and "error: --" in capsys.readouterr().err
+
+
+def test_a_missing_llm_is_one_clear_line(tmp_path, capsys):
+    assert pr.main(["--llm", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and not (tmp_path / "out").exists()

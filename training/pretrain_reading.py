@@ -1,0 +1,200 @@
+"""Stage 0b for the bundled model: the text LLM learns to read a picture laid out as a grid of words.
+
+A VL model's first hard step is finding the one to three shape tokens among a hundred background
+tokens of the vision block, and telling what each holds. Taught through a fresh vision tower,
+that step is slow: after stages 1-4 the installed model named a shape's kind no better than
+chance, though a linear probe reads it off the tower's tokens. Here it is taught without a
+tower: each merged-token slot of a freshly drawn scene holds the sum of the LLM's own
+embeddings of what lies under it (" red" + " circle" + " left" on a shape, small noise on the
+background), at the positions and M-RoPE ids the real image would have, and the LLM learns the
+world's caption and VQA answers from such grids at text-only cost. The token embeddings stay
+as stage 0 drew them (learned, the words of a kind collapse onto one another and cannot be
+told apart in a grid). `pretrain_vision --word-heads` then trains the tower to put the same
+words on its tokens, so that stage 1 starts from an LLM that already reads them.
+
+    python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+from qwen_vl.processing import QwenVLProcessor
+from qwen_vl.processing.chat import expand_placeholders
+from qwen_vl.processing.image import target_size
+from training.data import IGNORE, assistant_labels
+from training.pretrain_vision import COLOUR_CLASSES, KIND_CLASSES, REGION_CLASSES, shape_labels, token_boxes
+from training.schedule import cosine_schedule
+from training.synthetic_world import CAPTION_PROMPT, caption, sample_image_scene, sample_image_size, sample_vqa
+
+SLOT_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
+
+
+def word_ids(tokenizer) -> dict[str, list[int]]:
+    """Per slot label: the token of each class word as a caption says it (" red"), with -1 for
+    "none" first. Each must be one token, or one slot could not hold it."""
+    ids = {}
+    for name, classes in SLOT_WORDS.items():
+        encoded = [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes[1:]]
+        if any(len(e) != 1 for e in encoded):
+            raise ValueError(f"a {name} word is not one token in this tokenizer")
+        ids[name] = [-1] + [e[0] for e in encoded]
+    return ids
+
+
+class WordGrid(nn.Module):
+    """Stands in for the vision tower: its "pixels" are the word ids under each merged token
+    ([T, 3]: colour, kind, region; -1 for none), its output the sum of their embeddings plus noise."""
+
+    def __init__(self, embeddings: nn.Embedding, noise: float):
+        super().__init__()
+        self.embeddings = embeddings
+        self.noise = noise
+
+    def forward(self, words: torch.Tensor, grid_thw=None, backend=None) -> torch.Tensor:
+        table = self.embeddings.weight
+        out = torch.randn(words.shape[0], table.shape[1]) * self.noise
+        for column in words.T:
+            out = out + torch.where((column >= 0)[:, None], table[column.clamp(min=0)], 0.0)
+        return out
+
+
+def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float):
+    """(input_ids [L], labels [L], words [T, 3], grid (1, gh, gw) in patches) of one fresh
+    caption or VQA turn about a scene drawn from `rng`."""
+    scene = sample_image_scene(rng, *sample_image_size(rng, 64, max_size))
+    if rng.random() < caption_share:
+        prompt, answer = CAPTION_PROMPT, caption(scene)
+    else:
+        _, prompt, answer = sample_vqa(rng, scene)
+    settings = processor.image_settings
+    height, width = target_size(scene.height, scene.width, settings)
+    gh, gw = height // settings.factor, width // settings.factor
+    labels = shape_labels(scene.to_dict(), token_boxes(scene.height, scene.width, gh, gw, settings.factor))[:3]
+    words = torch.tensor(
+        [[ids[name][c] if c != IGNORE else -1 for c in column] for name, column in zip(SLOT_WORDS, labels, strict=True)]
+    ).T
+    chat = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]},
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+    text = processor.apply_chat_template(chat, add_generation_prompt=False)
+    tokens = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens = expand_placeholders(tokens, {"image": processor.image_token_id}, [("image", gh * gw)])
+    merge = settings.merge_size
+    return (
+        torch.tensor(tokens),
+        torch.tensor(assistant_labels(tokens, processor.tokenizer)),
+        words,
+        (1, merge * gh, merge * gw),
+    )
+
+
+def batch_of(samples, pad_id: int):
+    """Right-padded input_ids, attention_mask, labels [B, L]; words [T, 3]; grids [B, 3]."""
+    length = max(len(s[0]) for s in samples)
+    input_ids = torch.full((len(samples), length), pad_id)
+    labels = torch.full((len(samples), length), IGNORE)
+    mask = torch.zeros((len(samples), length), dtype=torch.long)
+    for row, (tokens, target, _, _) in enumerate(samples):
+        input_ids[row, : len(tokens)], labels[row, : len(tokens)], mask[row, : len(tokens)] = tokens, target, 1
+    return input_ids, mask, labels, torch.cat([s[2] for s in samples]), torch.tensor([s[3] for s in samples])
+
+
+def reading_accuracy(model, batches) -> dict[str, float]:
+    """Teacher-forced on fresh grids: the share of answer tokens, of colour and kind words among
+    them, and of whole answers that the LLM predicts right."""
+    counts = {"tokens": [0, 0], "colour": [0, 0], "kind": [0, 0], "answers": [0, 0]}
+    ids = {name: torch.tensor(model.word_ids[name][1:]) for name in ("colour", "kind")}
+    with torch.no_grad():
+        for input_ids, mask, labels, words, grids in batches:
+            logits = model(input_ids, attention_mask=mask, pixel_values=words, image_grid_thw=grids).logits
+            guess, truth = logits[:, :-1].argmax(-1), labels[:, 1:]
+            asked = truth != IGNORE
+            right = (guess == truth) & asked
+            counts["tokens"] = [counts["tokens"][0] + int(right.sum()), counts["tokens"][1] + int(asked.sum())]
+            for name, table in ids.items():
+                said = torch.isin(truth, table)
+                counts[name] = [counts[name][0] + int((right & said).sum()), counts[name][1] + int(said.sum())]
+            whole = (right | ~asked).all(1)
+            counts["answers"] = [counts["answers"][0] + int(whole.sum()), counts["answers"][1] + len(whole)]
+    return {name: hits / max(total, 1) for name, (hits, total) in counts.items()}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m training.pretrain_reading", description=__doc__.splitlines()[0])
+    p.add_argument("--llm", required=True, help="the stage-0 LLM directory (training/pretrain_llm.py)")
+    p.add_argument("--out", required=True, help="LLM directory to write")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--caption-share", type=float, default=0.5, help="share of captions among the turns (the rest: VQA)")
+    p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
+    p.add_argument("--max-size", type=int, default=448, help="largest image side of the drawn scenes")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1:
+        p.error("--steps and --batch-size are >= 1")
+    if not 0 <= args.caption_share <= 1:
+        p.error(f"--caption-share: a share is in [0, 1], got {args.caption_share}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qwen_vl.errors import QwenVLError
+
+    args = parse_args(argv)
+    try:
+        processor = QwenVLProcessor.from_pretrained(args.llm)
+        model = QwenVLForConditionalGeneration.from_llm(args.llm)
+        ids = word_ids(processor.tokenizer)
+    except (OSError, ValueError, QwenVLError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    model.visual = WordGrid(model.model.embed_tokens, args.noise)
+    model.word_ids = ids
+    model.model.embed_tokens.weight.requires_grad_(False)  # stage 0's fixed random embeddings stay
+    model.train()
+    params = [p for name, p in model.named_parameters() if not name.startswith("visual.") and p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
+    rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
+
+    def draw(rng, n):
+        return batch_of(
+            [scene_sample(rng, processor, ids, args.max_size, args.caption_share) for _ in range(n)], pad_id
+        )
+
+    heldout_rng = np.random.default_rng(args.seed + 1_000_003)
+    heldout = [draw(heldout_rng, 20) for _ in range(5)]
+    started = time.time()
+    for step in range(args.steps):
+        input_ids, mask, labels, words, grids = draw(rng, args.batch_size)
+        loss = model(input_ids, attention_mask=mask, pixel_values=words, image_grid_thw=grids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % 100 == 0 or step == args.steps - 1:
+            model.eval()
+            read = reading_accuracy(model, heldout)
+            model.train()
+            shares = ", ".join(f"{name} {share:.1%}" for name, share in read.items())
+            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read: {shares}", flush=True)
+    model.eval().save_llm(args.out)
+    processor.save_pretrained(args.out)
+    print(f"wrote {args.out}: {args.steps} steps, {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
