@@ -188,7 +188,10 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     build = (REPO / "training/build_bundled_model.sh").read_text()
     stages = build.split("for stage in ")[1].split(";")[0].split()
     configs = [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
-    assert "llm" in configs[0].init  # stage 1 starts from the stage-0 LLM
+    reading = build.split("training.pretrain_reading ")[1].split("\n")[0].split()
+    stage0 = build.split("training.pretrain_llm ")[1].split("\n")[0].split()
+    assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
+    assert configs[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
     for before, after in zip(configs[:-1], configs[1:], strict=True):
         assert after.init["model"] == f"{before.output_dir}/final"
     assert f"install_bundled {configs[-1].output_dir}/final" in build

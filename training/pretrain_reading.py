@@ -108,11 +108,11 @@ def batch_of(samples, pad_id: int):
     return input_ids, mask, labels, torch.cat([s[2] for s in samples]), torch.tensor([s[3] for s in samples])
 
 
-def reading_accuracy(model, batches) -> dict[str, float]:
+def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
     """Teacher-forced on fresh grids: the share of answer tokens, of colour and kind words among
     them, and of whole answers that the LLM predicts right."""
     counts = {"tokens": [0, 0], "colour": [0, 0], "kind": [0, 0], "answers": [0, 0]}
-    ids = {name: torch.tensor(model.word_ids[name][1:]) for name in ("colour", "kind")}
+    ids = {name: torch.tensor(ids[name][1:]) for name in ("colour", "kind")}
     with torch.no_grad():
         for input_ids, mask, labels, words, grids in batches:
             logits = model(input_ids, attention_mask=mask, pixel_values=words, image_grid_thw=grids).logits
@@ -132,9 +132,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m training.pretrain_reading", description=__doc__.splitlines()[0])
     p.add_argument("--llm", required=True, help="the stage-0 LLM directory (training/pretrain_llm.py)")
     p.add_argument("--out", required=True, help="LLM directory to write")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--caption-share", type=float, default=0.5, help="share of captions among the turns (the rest: VQA)")
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help="largest image side of the drawn scenes")
@@ -160,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(args.seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise)
-    model.word_ids = ids
     model.model.embed_tokens.weight.requires_grad_(False)  # stage 0's fixed random embeddings stay
     model.train()
     params = [p for name, p in model.named_parameters() if not name.startswith("visual.") and p.requires_grad]
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step == args.steps - 1:
             model.eval()
-            read = reading_accuracy(model, heldout)
+            read = reading_accuracy(model, heldout, ids)
             model.train()
             shares = ", ".join(f"{name} {share:.1%}" for name, share in read.items())
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read: {shares}", flush=True)
