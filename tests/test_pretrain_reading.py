@@ -37,8 +37,8 @@ def test_word_grid_slots_hold_the_sum_of_their_words_embeddings():
 
 def test_a_scene_sample_puts_one_word_row_on_each_image_token_and_labels_only_the_answer(world_llm):
     processor = QwenVLProcessor.from_pretrained(world_llm)
-    ids = pr.word_ids(processor.tokenizer)
-    assert all(len(v) == len(pr.SLOT_WORDS[k]) for k, v in ids.items())
+    ids = pv.shape_word_ids(processor.tokenizer)
+    assert all(len(v) == len(pv.SHAPE_WORDS[k]) for k, v in ids.items())
     rng = np.random.default_rng(0)
     for share in (0.0, 1.0):
         tokens, labels, words, grid = pr.scene_sample(rng, processor, ids, 448, share)

@@ -30,23 +30,9 @@ from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.chat import expand_placeholders
 from qwen_vl.processing.image import target_size
 from training.data import IGNORE, assistant_labels
-from training.pretrain_vision import COLOUR_CLASSES, KIND_CLASSES, REGION_CLASSES, shape_labels, token_boxes
+from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
 from training.synthetic_world import CAPTION_PROMPT, caption, sample_image_scene, sample_image_size, sample_vqa
-
-SLOT_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
-
-
-def word_ids(tokenizer) -> dict[str, list[int]]:
-    """Per slot label: the token of each class word as a caption says it (" red"), with -1 for
-    "none" first. Each must be one token, or one slot could not hold it."""
-    ids = {}
-    for name, classes in SLOT_WORDS.items():
-        encoded = [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes[1:]]
-        if any(len(e) != 1 for e in encoded):
-            raise ValueError(f"a {name} word is not one token in this tokenizer")
-        ids[name] = [-1] + [e[0] for e in encoded]
-    return ids
 
 
 class WordGrid(nn.Module):
@@ -79,7 +65,10 @@ def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, 
     gh, gw = height // settings.factor, width // settings.factor
     labels = shape_labels(scene.to_dict(), token_boxes(scene.height, scene.width, gh, gw, settings.factor))[:3]
     words = torch.tensor(
-        [[ids[name][c] if c != IGNORE else -1 for c in column] for name, column in zip(SLOT_WORDS, labels, strict=True)]
+        [
+            [ids[name][c] if c != IGNORE else -1 for c in column]
+            for name, column in zip(SHAPE_WORDS, labels, strict=True)
+        ]
     ).T
     chat = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]},
@@ -154,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         processor = QwenVLProcessor.from_pretrained(args.llm)
         model = QwenVLForConditionalGeneration.from_llm(args.llm)
-        ids = word_ids(processor.tokenizer)
+        ids = shape_word_ids(processor.tokenizer)
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

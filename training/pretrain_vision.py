@@ -329,20 +329,28 @@ def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generat
     return torch.cat(rows), torch.tensor(grids), sizes, torch.cat(labels), torch.stack(targets), torch.tensor(counts)
 
 
+SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
+
+
+def shape_word_ids(tokenizer) -> dict[str, list[int]]:
+    """Per shape label: the token of each class word as a caption says it (" red"), with -1 for
+    "none" first. Each must be one token, so that one embedding stands for it."""
+    ids = {}
+    for name, classes in SHAPE_WORDS.items():
+        encoded = [tokenizer.encode(" " + word) for word in classes[1:]]
+        if any(len(e) != 1 for e in encoded):
+            raise ValueError(f"a {name} word is not one token in this tokenizer")
+        ids[name] = [-1] + [e[0] for e in encoded]
+    return ids
+
+
 def llm_word_rows(llm_dir: str) -> dict[str, torch.Tensor]:
-    """Per shape head: the LLM's input embeddings of its class words as a caption says them
-    (" red", " circle", " left"), one row per class after "none"."""
+    """Per shape head: the LLM's input embeddings of its class words, one row per class after "none"."""
     from qwen_vl.weights import load_state_dict
 
     tokenizer = QwenVLProcessor.from_pretrained(llm_dir, light_tokenizer=True).tokenizer
     table = load_state_dict(Path(llm_dir), dtype=torch.float32)["model.embed_tokens.weight"]
-    rows = {}
-    for name, classes in (("colour", COLOUR_CLASSES), ("kind", KIND_CLASSES), ("region", REGION_CLASSES)):
-        ids = [tokenizer.encode(" " + word) for word in classes[1:]]
-        if any(len(i) != 1 for i in ids):
-            raise ValueError(f"{llm_dir}: a {name} word is not one token; --word-heads needs single-token words")
-        rows[name] = table[[i[0] for i in ids]]
-    return rows
+    return {name: table[ids[1:]] for name, ids in shape_word_ids(tokenizer).items()}
 
 
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
