@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
-# -> qwen_vl/assets/model -> held-out scores. About 93 minutes on a 2-core CPU (see
+# -> qwen_vl/assets/model -> held-out scores. About 78 minutes on a 2-core CPU (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +24,9 @@ python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 
-# 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower; 2b continues stage 2),
+# 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower),
 #    then stage 4, a last pass with everything learning
-for stage in 1 2 2b 3 4; do
+for stage in 1 2 3 4; do
     python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
 done
 
