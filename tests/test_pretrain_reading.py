@@ -41,8 +41,14 @@ def test_a_scene_sample_puts_one_word_row_on_each_image_token_and_labels_only_th
     assert all(len(v) == len(pv.SHAPE_WORDS[k]) for k, v in ids.items())
     rng = np.random.default_rng(0)
     for share in (0.0, 1.0):
-        tokens, labels, words, grid = pr.scene_sample(rng, processor, ids, 448, share)
-        assert int((tokens == processor.image_token_id).sum()) == len(words) == grid[1] * grid[2] // 4
+        sample = pr.scene_sample(rng, processor, ids, 448, share)
+        tokens, labels, words, (_, gh, gw) = (
+            sample.input_ids,
+            sample.labels,
+            sample.pixel_values,
+            sample.image_grid_thw[0],
+        )
+        assert int((tokens == processor.image_token_id).sum()) == len(words) == gh * gw // 4
         assert ((words[:, 0] >= 0) == (words[:, 1] >= 0)).all() and (words[:, 0] >= 0).any()  # shapes seen
         answer = processor.tokenizer.decode(tokens[labels != IGNORE]).replace("<|im_end|>", "").strip()
         prompt = processor.tokenizer.decode(tokens[: int((labels == IGNORE).sum())])
@@ -70,11 +76,21 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
     assert isinstance(heads.tokens[2], torch.nn.Linear)  # the OCR word head stays a plain one
 
 
-@pytest.mark.parametrize("args", [["--caption-share", "1.5"], ["--steps", "0"]])
+@pytest.mark.parametrize(
+    "args", [["--caption-share", "1.5"], ["--steps", "0"], ["--max-size", "32"], ["--noise", "-0.1"]]
+)
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pr.parse_args(["--llm", "a", "--out", "b", *args])
     assert exit_info.value.code == 2 and "error: --" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_one_clear_line(world_llm, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "read"  # below a regular file
+    assert pr.main(["--llm", str(world_llm), "--out", str(out), "--steps", "1", "--batch-size", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {out}") and err.count("\n") == 1
 
 
 def test_a_missing_llm_is_one_clear_line(tmp_path, capsys):

@@ -203,10 +203,8 @@ def test_word_drills_label_their_one_word_and_nothing_else():
         assert 0 <= x0 and x1 <= scene.width and 0 <= y0 and y1 <= scene.height  # the ink fits the canvas
         assert pv.WORD_DRILL_FONT[0] <= scene.font_size <= pv.WORD_DRILL_FONT[1]
         pixels, grid, labels, targets, count = pv.encode_image(render_text_scene(scene), scene.to_dict(), settings)
-        assert set(labels[:, 2].tolist()) - {0} == {pv.WORD_CLASSES.index(word)} and set(labels[:, 4].tolist()) <= {
-            0,
-            1,
-        }
+        named = set(labels[:, 2].tolist()) - {0}
+        assert named == {pv.WORD_CLASSES.index(word)} and set(labels[:, 4].tolist()) <= {0, 1}
         assert (labels[:, [0, 1, 3]] == pv.IGNORE).all() and count == pv.IGNORE
         assert targets[words + pv.WORDS.index(word)] == 1 and int(targets[words:].sum()) == 1
 

@@ -29,10 +29,13 @@ from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.chat import expand_placeholders
 from qwen_vl.processing.image import target_size
-from training.data import IGNORE, assistant_labels
+from training.data import IGNORE, Sample, assistant_labels
+from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
 from training.synthetic_world import CAPTION_PROMPT, caption, sample_image_scene, sample_image_size, sample_vqa
+
+MIN_SIDE = 64  # px: the smallest scene side, as in the synthetic world's defaults
 
 
 class WordGrid(nn.Module):
@@ -52,10 +55,10 @@ class WordGrid(nn.Module):
         return out
 
 
-def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float):
-    """(input_ids [L], labels [L], words [T, 3], grid (1, gh, gw) in patches) of one fresh
-    caption or VQA turn about a scene drawn from `rng`."""
-    scene = sample_image_scene(rng, *sample_image_size(rng, 64, max_size))
+def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float) -> Sample:
+    """One fresh caption or VQA turn about a scene drawn from `rng`; its pixel_values are the
+    word ids under each merged token ([T, 3], WordGrid's input), its grid in patches."""
+    scene = sample_image_scene(rng, *sample_image_size(rng, MIN_SIDE, max_size))
     if rng.random() < caption_share:
         prompt, answer = CAPTION_PROMPT, caption(scene)
     else:
@@ -78,23 +81,12 @@ def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, 
     tokens = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
     tokens = expand_placeholders(tokens, {"image": processor.image_token_id}, [("image", gh * gw)])
     merge = settings.merge_size
-    return (
-        torch.tensor(tokens),
-        torch.tensor(assistant_labels(tokens, processor.tokenizer)),
-        words,
-        (1, merge * gh, merge * gw),
+    return Sample(
+        input_ids=torch.tensor(tokens),
+        labels=torch.tensor(assistant_labels(tokens, processor.tokenizer)),
+        pixel_values=words,
+        image_grid_thw=torch.tensor([[1, merge * gh, merge * gw]]),
     )
-
-
-def batch_of(samples, pad_id: int):
-    """Right-padded input_ids, attention_mask, labels [B, L]; words [T, 3]; grids [B, 3]."""
-    length = max(len(s[0]) for s in samples)
-    input_ids = torch.full((len(samples), length), pad_id)
-    labels = torch.full((len(samples), length), IGNORE)
-    mask = torch.zeros((len(samples), length), dtype=torch.long)
-    for row, (tokens, target, _, _) in enumerate(samples):
-        input_ids[row, : len(tokens)], labels[row, : len(tokens)], mask[row, : len(tokens)] = tokens, target, 1
-    return input_ids, mask, labels, torch.cat([s[2] for s in samples]), torch.tensor([s[3] for s in samples])
 
 
 def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
@@ -103,9 +95,9 @@ def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
     counts = {"tokens": [0, 0], "colour": [0, 0], "kind": [0, 0], "answers": [0, 0]}
     ids = {name: torch.tensor(ids[name][1:]) for name in ("colour", "kind")}
     with torch.no_grad():
-        for input_ids, mask, labels, words, grids in batches:
-            logits = model(input_ids, attention_mask=mask, pixel_values=words, image_grid_thw=grids).logits
-            guess, truth = logits[:, :-1].argmax(-1), labels[:, 1:]
+        for batch in batches:
+            logits = model(**batch.model_inputs()).logits
+            guess, truth = logits[:, :-1].argmax(-1), batch.labels[:, 1:]
             asked = truth != IGNORE
             right = (guess == truth) & asked
             counts["tokens"] = [counts["tokens"][0] + int(right.sum()), counts["tokens"][1] + int(asked.sum())]
@@ -126,11 +118,13 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--caption-share", type=float, default=0.5, help="share of captions among the turns (the rest: VQA)")
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
-    p.add_argument("--max-size", type=int, default=448, help="largest image side of the drawn scenes")
+    p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size are >= 1")
+    if args.max_size < MIN_SIDE or args.noise < 0:
+        p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
     if not 0 <= args.caption_share <= 1:
         p.error(f"--caption-share: a share is in [0, 1], got {args.caption_share}")
     return args
@@ -157,16 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
 
     def draw(rng, n):
-        return batch_of(
-            [scene_sample(rng, processor, ids, args.max_size, args.caption_share) for _ in range(n)], pad_id
-        )
+        samples = [scene_sample(rng, processor, ids, args.max_size, args.caption_share) for _ in range(n)]
+        return padded_batch(samples, model.position_ids, pad_id)
 
     heldout_rng = np.random.default_rng(args.seed + 1_000_003)
     heldout = [draw(heldout_rng, 20) for _ in range(5)]
     started = time.time()
     for step in range(args.steps):
-        input_ids, mask, labels, words, grids = draw(rng, args.batch_size)
-        loss = model(input_ids, attention_mask=mask, pixel_values=words, image_grid_thw=grids, labels=labels).loss
+        batch = draw(rng, args.batch_size)
+        loss = model(**batch.model_inputs(), labels=batch.labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -178,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             model.train()
             shares = ", ".join(f"{name} {share:.1%}" for name, share in read.items())
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read: {shares}", flush=True)
-    model.eval().save_llm(args.out)
-    processor.save_pretrained(args.out)
+    try:
+        model.eval().save_llm(args.out)
+        processor.save_pretrained(args.out)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}: {args.steps} steps, {time.time() - started:.0f} s")
     return 0
 
