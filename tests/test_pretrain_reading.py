@@ -9,10 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from qwen_vl.processing import QwenVLProcessor
+from qwen_vl.processing.video_sampling import FrameRange, sample_indices
 from training import pretrain_reading as pr
 from training import pretrain_vision as pv
 from training.data import IGNORE
 from training.pretrain_llm import main as pretrain_llm
+from training.synthetic import TRAIN_FPS
+from training.synthetic_render import write_video
+from training.synthetic_world import sample_video_scene
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +59,44 @@ def test_a_scene_sample_puts_one_word_row_on_each_image_token_and_labels_only_th
         assert ("Describe this image." in prompt) == (share == 1.0) and answer
 
 
+def test_a_clip_sample_is_the_grid_the_processor_gives_the_rendered_clip_with_its_event_in_time(world_llm, tmp_path):
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids = pv.shape_word_ids(processor.tokenizer)
+    seen = set()
+    for seed in range(40):
+        scene = sample_video_scene(np.random.default_rng(seed), TRAIN_FPS)
+        if scene.event.type not in ("appear", "disappear") or scene.event.type in seen:
+            continue
+        seen.add(scene.event.type)
+        sample = pr.clip_sample(np.random.default_rng(seed), processor, ids)
+        write_video(scene, tmp_path / "clip.mp4")
+        answer = processor.tokenizer.decode(sample.input_ids[sample.labels != IGNORE]).replace("<|im_end|>", "")
+        prompt = processor.tokenizer.decode(sample.input_ids[: int((sample.labels == IGNORE).sum())])
+        question = prompt.split("<|vision_end|>")[1].split("<|im_end|>")[0]
+        chat = [
+            {"role": "user", "content": [{"type": "video", "video": "clip.mp4"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer.strip()}]},
+        ]
+        real = processor(chat, add_generation_prompt=False, base_dir=tmp_path)
+        assert torch.equal(sample.input_ids, real.input_ids[0])  # same template, same number of video tokens
+        assert torch.equal(sample.video_grid_thw, real.video_grid_thw)
+        assert torch.allclose(sample.second_per_grid_ts, torch.as_tensor(real.second_per_grid_ts, dtype=torch.float))
+        # the event's shape is in a temporal token's slots exactly when its first frame shows it
+        t, h, w = sample.video_grid_thw[0].tolist()
+        kinds = sample.pixel_values_videos[:, 1].view(t, h * w // 4)
+        kind = ids["kind"][pv.KIND_CLASSES.index(scene.shapes[0].kind)]
+        shown = [(kinds[k] == kind).any().item() for k in range(t)]
+        frames = sample_indices(FrameRange(0, scene.frame_count - 1), 2 * t)[::2]
+        after = [f >= scene.event.second * scene.fps for f in frames]
+        assert shown == (after if scene.event.type == "appear" else [not a for a in after])
+    assert seen == {"appear", "disappear"}
+
+
 def test_stage0b_learns_the_reading_and_keeps_the_embeddings_as_stage0_drew_them(world_llm, tmp_path, capsys):
     out = tmp_path / "read"
     assert pr.main(["--llm", str(world_llm), "--out", str(out), "--steps", "2", "--batch-size", "2"]) == 0
-    assert "read: tokens" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "read pictures: tokens" in out_text and "; clips: tokens" in out_text
     before, after = load_file(world_llm / "model.safetensors"), load_file(out / "model.safetensors")
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     assert not torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
@@ -77,7 +115,8 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
 
 
 @pytest.mark.parametrize(
-    "args", [["--caption-share", "1.5"], ["--steps", "0"], ["--max-size", "32"], ["--noise", "-0.1"]]
+    "args",
+    [["--caption-share", "1.5"], ["--clip-share", "-0.1"], ["--steps", "0"], ["--max-size", "32"], ["--noise", "-0.1"]],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -28,12 +28,30 @@ import torch.nn as nn
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.chat import expand_placeholders
-from qwen_vl.processing.image import target_size
+from qwen_vl.processing.image import smart_resize, target_size
+from qwen_vl.processing.video_sampling import (
+    FrameRange,
+    frame_max_pixels,
+    sample_frame_count,
+    sample_indices,
+    sampled_fps,
+)
 from training.data import IGNORE, Sample, assistant_labels
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
-from training.synthetic_world import CAPTION_PROMPT, caption, sample_image_scene, sample_image_size, sample_vqa
+from training.synthetic import TRAIN_FPS
+from training.synthetic_world import (
+    CAPTION_PROMPT,
+    REGIONS,
+    VideoScene,
+    caption,
+    sample_image_scene,
+    sample_image_size,
+    sample_video_question,
+    sample_video_scene,
+    sample_vqa,
+)
 
 MIN_SIDE = 64  # px: the smallest scene side, as in the synthetic world's defaults
 
@@ -55,6 +73,44 @@ class WordGrid(nn.Module):
         return out
 
 
+def slot_words(scene: dict, height: int, width: int, grid_h: int, grid_w: int, factor: int, ids: dict) -> torch.Tensor:
+    """The word ids under each merged token of one picture (or video frame) -> long [grid_h * grid_w, 3]:
+    colour, kind and region of the shape under its centre, -1 where there is none."""
+    labels = shape_labels(scene, token_boxes(height, width, grid_h, grid_w, factor))[:3]
+    return torch.tensor(
+        [
+            [ids[name][c] if c != IGNORE else -1 for c in column]
+            for name, column in zip(SHAPE_WORDS, labels, strict=True)
+        ]
+    ).T
+
+
+def grid_sample(
+    processor, media: str, prompt: str, answer: str, words: torch.Tensor, grid_thw: list[int], **extra
+) -> Sample:
+    """A one-turn chat about one picture or clip whose vision input is `words` ([T, 3], one row
+    per merged token); grid_thw in patches, as the processor would give it."""
+    chat = [
+        {"role": "user", "content": [{"type": media}, {"type": "text", "text": prompt}]},
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+    text = processor.apply_chat_template(chat, add_generation_prompt=False)
+    tokens = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    pad_id = processor.image_token_id if media == "image" else processor.video_token_id
+    tokens = expand_placeholders(tokens, {media: pad_id}, [(media, words.shape[0])])
+    grid = torch.tensor([grid_thw])
+    vision = (
+        {"pixel_values": words, "image_grid_thw": grid}
+        if media == "image"
+        else {"pixel_values_videos": words, "video_grid_thw": grid, **extra}
+    )
+    return Sample(
+        input_ids=torch.tensor(tokens),
+        labels=torch.tensor(assistant_labels(tokens, processor.tokenizer)),
+        **vision,
+    )
+
+
 def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float) -> Sample:
     """One fresh caption or VQA turn about a scene drawn from `rng`; its pixel_values are the
     word ids under each merged token ([T, 3], WordGrid's input), its grid in patches."""
@@ -66,32 +122,56 @@ def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, 
     settings = processor.image_settings
     height, width = target_size(scene.height, scene.width, settings)
     gh, gw = height // settings.factor, width // settings.factor
-    labels = shape_labels(scene.to_dict(), token_boxes(scene.height, scene.width, gh, gw, settings.factor))[:3]
-    words = torch.tensor(
-        [
-            [ids[name][c] if c != IGNORE else -1 for c in column]
-            for name, column in zip(SHAPE_WORDS, labels, strict=True)
-        ]
-    ).T
-    chat = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]},
-        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-    ]
-    text = processor.apply_chat_template(chat, add_generation_prompt=False)
-    tokens = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    tokens = expand_placeholders(tokens, {"image": processor.image_token_id}, [("image", gh * gw)])
+    words = slot_words(scene.to_dict(), scene.height, scene.width, gh, gw, settings.factor, ids)
     merge = settings.merge_size
-    return Sample(
-        input_ids=torch.tensor(tokens),
-        labels=torch.tensor(assistant_labels(tokens, processor.tokenizer)),
-        pixel_values=words,
-        image_grid_thw=torch.tensor([[1, merge * gh, merge * gw]]),
+    return grid_sample(processor, "image", prompt, answer, words, [1, merge * gh, merge * gw])
+
+
+def frame_shapes(scene: VideoScene, frame: int) -> dict:
+    """The shapes shown in one frame of a clip, each with the third of the frame its centre lies in."""
+    shapes = []
+    for index, shape in enumerate(scene.shapes):
+        visible, colour, bbox = scene.shape_state(index, frame)
+        if visible:
+            third = min(int(3 * (bbox[0] + bbox[2]) / 2 / scene.width), 2)
+            shapes.append({"kind": shape.kind, "colour": colour, "bbox": bbox, "region": REGIONS[third]})
+    return {"shapes": shapes}
+
+
+def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
+    """One fresh question about a clip drawn from `rng`, sampled as the processor samples a video
+    file (2 fps, frame pairs per temporal token, the frame size its pixel budget gives): each
+    temporal token's slots hold the words of the first frame of its pair, at the clip's
+    absolute-time M-RoPE ids, so the LLM learns to read seconds off them."""
+    scene = sample_video_scene(rng, TRAIN_FPS)
+    _, prompt, answer = sample_video_question(rng, scene)
+    image, video = processor.image_settings, processor.video_settings
+    count = sample_frame_count(scene.frame_count, scene.fps, video.fps, None, video.min_frames, video.max_frames)
+    everything = FrameRange(0, scene.frame_count - 1)
+    frames = sample_indices(everything, count)
+    cap = frame_max_pixels(count, video.min_pixels, video.max_pixels, video.total_pixels)
+    height, width = smart_resize(scene.height, scene.width, image.factor, video.min_pixels, cap)
+    gh, gw = height // image.factor, width // image.factor
+    tp = image.temporal_patch_size
+    words = torch.cat(
+        [slot_words(frame_shapes(scene, f), scene.height, scene.width, gh, gw, image.factor, ids) for f in frames[::tp]]
+    )
+    merge = image.merge_size
+    seconds = tp / sampled_fps(count, everything, scene.fps)
+    return grid_sample(
+        processor,
+        "video",
+        prompt,
+        answer,
+        words,
+        [count // tp, merge * gh, merge * gw],
+        second_per_grid_ts=torch.tensor([seconds]),
     )
 
 
 def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
     """Teacher-forced on fresh grids: the share of answer tokens, of colour and kind words among
-    them, and of whole answers that the LLM predicts right."""
+    them, and of whole answers that the LLM predicts right (a share with nothing to count is left out)."""
     counts = {"tokens": [0, 0], "colour": [0, 0], "kind": [0, 0], "answers": [0, 0]}
     ids = {name: torch.tensor(ids[name][1:]) for name in ("colour", "kind")}
     with torch.no_grad():
@@ -106,7 +186,7 @@ def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
                 counts[name] = [counts[name][0] + int((right & said).sum()), counts[name][1] + int(said.sum())]
             whole = (right | ~asked).all(1)
             counts["answers"] = [counts["answers"][0] + int(whole.sum()), counts["answers"][1] + len(whole)]
-    return {name: hits / max(total, 1) for name, (hits, total) in counts.items()}
+    return {name: hits / total for name, (hits, total) in counts.items() if total}
 
 
 def parse_args(argv):
@@ -116,7 +196,10 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--caption-share", type=float, default=0.5, help="share of captions among the turns (the rest: VQA)")
+    p.add_argument(
+        "--caption-share", type=float, default=0.5, help="share of captions among picture turns (the rest: VQA)"
+    )
+    p.add_argument("--clip-share", type=float, default=0.3, help="share of video-question turns among all turns")
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)
@@ -125,8 +208,9 @@ def parse_args(argv):
         p.error("--steps and --batch-size are >= 1")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
-    if not 0 <= args.caption_share <= 1:
-        p.error(f"--caption-share: a share is in [0, 1], got {args.caption_share}")
+    for name in ("caption_share", "clip_share"):
+        if not 0 <= getattr(args, name) <= 1:
+            p.error(f"--{name.replace('_', '-')}: a share is in [0, 1], got {getattr(args, name)}")
     return args
 
 
@@ -150,15 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
 
-    def draw(rng, n):
-        samples = [scene_sample(rng, processor, ids, args.max_size, args.caption_share) for _ in range(n)]
+    def draw(rng, n, clip_share):
+        samples = [
+            clip_sample(rng, processor, ids)
+            if rng.random() < clip_share
+            else scene_sample(rng, processor, ids, args.max_size, args.caption_share)
+            for _ in range(n)
+        ]
         return padded_batch(samples, model.position_ids, pad_id)
 
     heldout_rng = np.random.default_rng(args.seed + 1_000_003)
-    heldout = [draw(heldout_rng, 20) for _ in range(5)]
+    heldout = {"pictures": [draw(heldout_rng, 20, 0.0) for _ in range(5)]}
+    if args.clip_share > 0:
+        heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
     started = time.time()
     for step in range(args.steps):
-        batch = draw(rng, args.batch_size)
+        batch = draw(rng, args.batch_size, args.clip_share)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -167,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step == args.steps - 1:
             model.eval()
-            read = reading_accuracy(model, heldout, ids)
+            read = {media: reading_accuracy(model, batches, ids) for media, batches in heldout.items()}
             model.train()
-            shares = ", ".join(f"{name} {share:.1%}" for name, share in read.items())
-            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read: {shares}", flush=True)
+            shares = "; ".join(
+                f"{media}: " + ", ".join(f"{name} {share:.1%}" for name, share in scores.items())
+                for media, scores in read.items()
+            )
+            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read {shares}", flush=True)
     try:
         model.eval().save_llm(args.out)
         processor.save_pretrained(args.out)
