@@ -238,11 +238,30 @@ class WordHead(nn.Module):
         return self.scale * (features @ torch.cat([self.none[None], self.rows]).T) + self.bias
 
 
+def grid_targets(labels: torch.Tensor, word_rows: dict[str, torch.Tensor]) -> torch.Tensor:
+    """labels [T, 5] -> [T, width]: what stage 0b puts in each slot (training/pretrain_reading.py),
+    the sum of the LLM's embeddings of the colour, kind and region words of the shape under a token,
+    zero elsewhere."""
+    out = labels.new_zeros((labels.shape[0], next(iter(word_rows.values())).shape[1]), dtype=torch.float)
+    for column, name in ((0, "colour"), (1, "kind"), (3, "region")):
+        on = labels[:, column] > 0
+        out[on] += word_rows[name][labels[on, column] - 1]
+    return out
+
+
 class Heads(nn.Module):
-    def __init__(self, width: int, pooled_weight: float = 0.0, word_rows: dict[str, torch.Tensor] | None = None):
-        """word_rows: per token head named there, the LLM's embeddings of its class words (a WordHead)."""
+    def __init__(
+        self,
+        width: int,
+        pooled_weight: float = 0.0,
+        word_rows: dict[str, torch.Tensor] | None = None,
+        grid_weight: float = 0.0,
+    ):
+        """word_rows: per token head named there, the LLM's embeddings of its class words (a WordHead);
+        grid_weight: weight of the squared distance of the tokens to the stage-0b grid (needs word_rows)."""
         super().__init__()
-        self.pooled_weight = pooled_weight
+        self.pooled_weight, self.grid_weight = pooled_weight, grid_weight
+        self.word_rows = word_rows
         classes = (COLOUR_CLASSES, KIND_CLASSES, WORD_CLASSES, REGION_CLASSES)  # TOKEN_HEADS' order
         word_rows = word_rows or {}
         self.tokens = nn.ModuleList(
@@ -258,6 +277,8 @@ class Heads(nn.Module):
         token heads on the tokens they name something on (a shape, a word or a region), then
         the kind head on each shape's mean token and the word head on each word's)."""
         loss, stats = features.new_zeros(()), []
+        if self.grid_weight:
+            loss = loss + self.grid_weight * self.grid_loss(features, labels)
         pooled_loss, pooled_stats = self.pooled(features, sizes, labels)
         if self.pooled_weight:
             loss = loss + self.pooled_weight * pooled_loss
@@ -273,6 +294,15 @@ class Heads(nn.Module):
         if (counts != IGNORE).any():
             loss = loss + F.cross_entropy(self.count(pooled), counts, ignore_index=IGNORE)
         return loss, [*stats, *pooled_stats]
+
+    def grid_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Squared distance of the tokens to the grid stage 0b taught the LLM to read, relative
+        to the grid's own size: the word heads only point a token at " circle"; this also gives it
+        the length and the quiet background the LLM's lookups were learned on. OCR tokens are
+        left out (stage 0b has no text)."""
+        keep = labels[:, 2] <= 0
+        target = grid_targets(labels[keep], self.word_rows)
+        return (features[keep] - target).pow(2).sum() / target.pow(2).sum().clamp(min=1.0)
 
     def pooled(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor):
         """(summed cross-entropy, [[hits, shapes], [hits, words]]) of the kind head on the mean
@@ -390,13 +420,22 @@ def parse_args(argv):
         action="store_true",
         help="the colour, kind and region heads score tokens against the LLM's embeddings of those words",
     )
+    p.add_argument(
+        "--grid-weight",
+        type=float,
+        default=0.0,
+        help="weight of the tokens' squared distance to the stage-0b word grid (needs --word-heads; 0: off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.grid_weight and not args.word_heads:
+        p.error("--grid-weight needs --word-heads (the grid is made of the LLM's word embeddings)")
     for name in ("drills", "word_drills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: a count is >= 0, got {getattr(args, name)}")
-    if args.pooled_weight < 0:
-        p.error(f"--pooled-weight: a loss weight is >= 0, got {args.pooled_weight}")
+    for name in ("pooled_weight", "grid_weight"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')}: a loss weight is >= 0, got {getattr(args, name)}")
     return args
 
 
@@ -428,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     vision = vision_config_from(cfg.init.get("vision"))
     vision.out_hidden_size = llm_config["hidden_size"]
     tower = small_normal_init_(VisionEncoder(vision)).train()
-    heads = Heads(vision.out_hidden_size, args.pooled_weight, word_rows)
+    heads = Heads(vision.out_hidden_size, args.pooled_weight, word_rows, args.grid_weight)
     params = [*tower.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
