@@ -94,7 +94,12 @@ def test_a_clip_sample_is_the_grid_the_processor_gives_the_rendered_clip_with_it
 
 def test_stage0b_learns_the_reading_and_keeps_the_embeddings_as_stage0_drew_them(world_llm, tmp_path, capsys):
     out = tmp_path / "read"
-    assert pr.main(["--llm", str(world_llm), "--out", str(out), "--steps", "2", "--batch-size", "2"]) == 0
+    assert (
+        pr.main(
+            ["--llm", str(world_llm), "--out", str(out), "--steps", "2", "--batch-size", "2", "--clip-share", "0.5"]
+        )
+        == 0
+    )
     out_text = capsys.readouterr().out
     assert "read pictures: tokens" in out_text and "; clips: tokens" in out_text
     before, after = load_file(world_llm / "model.safetensors"), load_file(out / "model.safetensors")

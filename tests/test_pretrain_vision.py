@@ -175,6 +175,38 @@ def test_pooled_word_reads_the_mean_token_of_each_word():
     assert stats == [[0, 0], [2, 2]] and loss > 0  # the first word's mean is apple though one token says kite
 
 
+def test_the_grid_loss_pulls_each_token_to_the_stage0b_slot_of_what_lies_under_it():
+    torch.manual_seed(0)
+    rows = {name: torch.randn(len(classes) - 1, 6) for name, classes in pv.SHAPE_WORDS.items()}
+    heads = pv.Heads(6, word_rows=rows, grid_weight=1.0)
+    red, circle, left = (
+        pv.SHAPE_WORDS[n].index(w) for n, w in (("colour", "red"), ("kind", "circle"), ("region", "left"))
+    )
+    labels = torch.tensor(
+        [
+            [red, circle, 0, left, 1],  # a scene's shape token
+            [red, circle, 0, pv.IGNORE, 1],  # a drill's: no region asked
+            [0, 0, 0, pv.IGNORE, 0],  # background
+            [pv.IGNORE, pv.IGNORE, 5, pv.IGNORE, 1],  # an OCR word: not in the grid
+        ]
+    )
+    grid = pv.grid_targets(labels[:3], rows)
+    pair = rows["colour"][red - 1] + rows["kind"][circle - 1]
+    assert torch.allclose(grid[0], pair + rows["region"][left - 1]) and torch.allclose(grid[1], pair)
+    assert torch.equal(grid[2], torch.zeros(6))
+    on_grid = torch.cat([grid, torch.randn(1, 6)])  # whatever the OCR token holds
+    assert heads.grid_loss(on_grid, labels) == 0
+    off = on_grid.clone()
+    off[2] += 1.0  # a noisy background token
+    assert torch.isclose(heads.grid_loss(off, labels), 6 / grid.pow(2).sum())
+
+
+def test_the_grid_loss_needs_the_word_heads(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pv.parse_args(["--config", "c.yaml", "--data", "d.jsonl", "--grid-weight", "1"])
+    assert exit_info.value.code == 2 and "--grid-weight needs --word-heads" in capsys.readouterr().err
+
+
 def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
     rng = np.random.default_rng(3)
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
@@ -284,7 +316,7 @@ def test_bad_data_is_one_clear_line(tmp_path, capsys, content, message):
     assert not (tmp_path / "v.safetensors").exists()
 
 
-@pytest.mark.parametrize("option", ["--drills", "--word-drills", "--pooled-weight"])
+@pytest.mark.parametrize("option", ["--drills", "--word-drills", "--pooled-weight", "--grid-weight"])
 def test_a_negative_count_or_weight_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pv.parse_args(["--config", "c.yaml", "--data", "d.jsonl", option, "-1"])

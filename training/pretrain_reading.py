@@ -12,6 +12,10 @@ as stage 0 drew them (learned, the words of a kind collapse onto one another and
 told apart in a grid). `pretrain_vision --word-heads` then trains the tower to put the same
 words on its tokens, so that stage 1 starts from an LLM that already reads them.
 
+`--clip-share` mixes in video questions on clips laid out the same way, one grid per temporal
+token at the clip's absolute-time ids. Off by default: in 2,000 steps the LLM did not learn to
+read an event's second off those ids (docs/bundled_model.md).
+
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
 
@@ -199,7 +203,9 @@ def parse_args(argv):
     p.add_argument(
         "--caption-share", type=float, default=0.5, help="share of captions among picture turns (the rest: VQA)"
     )
-    p.add_argument("--clip-share", type=float, default=0.3, help="share of video-question turns among all turns")
+    p.add_argument(
+        "--clip-share", type=float, default=0.0, help="share of video-question turns among all turns (0: pictures only)"
+    )
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)

@@ -428,14 +428,14 @@ def parse_args(argv):
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.grid_weight and not args.word_heads:
-        p.error("--grid-weight needs --word-heads (the grid is made of the LLM's word embeddings)")
     for name in ("drills", "word_drills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: a count is >= 0, got {getattr(args, name)}")
     for name in ("pooled_weight", "grid_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: a loss weight is >= 0, got {getattr(args, name)}")
+    if args.grid_weight and not args.word_heads:
+        p.error("--grid-weight needs --word-heads (the grid is made of the LLM's word embeddings)")
     return args
 
 
