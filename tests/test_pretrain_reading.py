@@ -101,7 +101,8 @@ def test_stage0b_learns_the_reading_and_keeps_the_embeddings_as_stage0_drew_them
         == 0
     )
     out_text = capsys.readouterr().out
-    assert "read pictures: tokens" in out_text and "; clips: tokens" in out_text
+    assert "read captions: tokens" in out_text and "; clips: tokens" in out_text
+    assert "; VQA answers: colour " in out_text
     before, after = load_file(world_llm / "model.safetensors"), load_file(out / "model.safetensors")
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     assert not torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])

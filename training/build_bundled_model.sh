@@ -16,11 +16,12 @@ python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
 #    stage 0b: it learns to read scenes laid out as grids of its own word embeddings;
-#    then the vision tower learns to put those words on its tokens (and the scenes' other labels)
+#    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
+#    scenes' other labels)
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000
 python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1500 \
-    --word-heads --pooled-weight 1 --word-drills 16 \
+    --word-heads --pooled-weight 1 --word-drills 16 --grid-weight 1 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 

@@ -48,6 +48,7 @@ from training.synthetic import TRAIN_FPS
 from training.synthetic_world import (
     CAPTION_PROMPT,
     REGIONS,
+    VQA_TYPES,
     VideoScene,
     caption,
     sample_image_scene,
@@ -115,14 +116,16 @@ def grid_sample(
     )
 
 
-def scene_sample(rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float) -> Sample:
-    """One fresh caption or VQA turn about a scene drawn from `rng`; its pixel_values are the
-    word ids under each merged token ([T, 3], WordGrid's input), its grid in patches."""
+def scene_sample(
+    rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float, qtype: str | None = None
+) -> Sample:
+    """One fresh caption or VQA turn (of type `qtype`, or any) about a scene drawn from `rng`; its
+    pixel_values are the word ids under each merged token ([T, 3], WordGrid's input), its grid in patches."""
     scene = sample_image_scene(rng, *sample_image_size(rng, MIN_SIDE, max_size))
     if rng.random() < caption_share:
         prompt, answer = CAPTION_PROMPT, caption(scene)
     else:
-        _, prompt, answer = sample_vqa(rng, scene)
+        _, prompt, answer = sample_vqa(rng, scene, qtype)
     settings = processor.image_settings
     height, width = target_size(scene.height, scene.width, settings)
     gh, gw = height // settings.factor, width // settings.factor
@@ -240,17 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
 
-    def draw(rng, n, clip_share):
+    def draw(rng, n, clip_share, caption_share=args.caption_share, qtype=None):
         samples = [
             clip_sample(rng, processor, ids)
             if rng.random() < clip_share
-            else scene_sample(rng, processor, ids, args.max_size, args.caption_share)
+            else scene_sample(rng, processor, ids, args.max_size, caption_share, qtype)
             for _ in range(n)
         ]
         return padded_batch(samples, model.position_ids, pad_id)
 
     heldout_rng = np.random.default_rng(args.seed + 1_000_003)
-    heldout = {"pictures": [draw(heldout_rng, 20, 0.0) for _ in range(5)]}
+    heldout = {"captions": [draw(heldout_rng, 20, 0.0, 1.0) for _ in range(2)]}
+    heldout |= {qtype: [draw(heldout_rng, 20, 0.0, 0.0, qtype)] for qtype in VQA_TYPES}
     if args.clip_share > 0:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
     started = time.time()
@@ -264,12 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step == args.steps - 1:
             model.eval()
-            read = {media: reading_accuracy(model, batches, ids) for media, batches in heldout.items()}
+            read = {group: reading_accuracy(model, batches, ids) for group, batches in heldout.items()}
             model.train()
             shares = "; ".join(
-                f"{media}: " + ", ".join(f"{name} {share:.1%}" for name, share in scores.items())
-                for media, scores in read.items()
+                f"{group}: " + ", ".join(f"{name} {share:.1%}" for name, share in scores.items())
+                for group, scores in read.items()
+                if group not in VQA_TYPES
             )
+            shares += "; VQA answers: " + ", ".join(f"{qtype} {read[qtype]['answers']:.0%}" for qtype in VQA_TYPES)
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read {shares}", flush=True)
     try:
         model.eval().save_llm(args.out)
