@@ -149,7 +149,7 @@ def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
     """One fresh question about a clip drawn from `rng`, sampled as the processor samples a video
     file (2 fps, frame pairs per temporal token, the frame size its pixel budget gives): each
     temporal token's slots hold the words of the first frame of its pair, at the clip's
-    absolute-time M-RoPE ids, so the LLM learns to read seconds off them."""
+    absolute-time M-RoPE ids, the only place an answer's seconds can be read from."""
     scene = sample_video_scene(rng, TRAIN_FPS)
     _, prompt, answer = sample_video_question(rng, scene)
     image, video = processor.image_settings, processor.video_settings
