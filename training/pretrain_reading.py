@@ -32,14 +32,9 @@ import torch.nn as nn
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.chat import expand_placeholders
-from qwen_vl.processing.image import smart_resize, target_size
-from qwen_vl.processing.video_sampling import (
-    FrameRange,
-    frame_max_pixels,
-    sample_frame_count,
-    sample_indices,
-    sampled_fps,
-)
+from qwen_vl.processing.image import target_size
+from qwen_vl.processing.video import frame_size
+from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
@@ -156,8 +151,7 @@ def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
     count = sample_frame_count(scene.frame_count, scene.fps, video.fps, None, video.min_frames, video.max_frames)
     everything = FrameRange(0, scene.frame_count - 1)
     frames = sample_indices(everything, count)
-    cap = frame_max_pixels(count, video.min_pixels, video.max_pixels, video.total_pixels)
-    height, width = smart_resize(scene.height, scene.width, image.factor, video.min_pixels, cap)
+    height, width = frame_size(count, scene.height, scene.width, image, video)
     gh, gw = height // image.factor, width // image.factor
     tp = image.temporal_patch_size
     words = torch.cat(

@@ -67,6 +67,8 @@ KIND_CLASSES = ("none", *KINDS)
 WORD_CLASSES = ("none", *WORDS)
 REGION_CLASSES = ("none", *REGIONS)
 TOKEN_HEADS = ("colour", "kind", "word", "region")
+# the token heads whose classes are single words (stage 0b lays them out in its grid)
+SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
 REPORTED = (*TOKEN_HEADS, "kind per shape", "word per word")  # the last two: heads on the mean token of each
 DRILL_SIDES = (56, 140)  # canvas side, px: at most 10x10 patches, so a drill costs little
 WORD_DRILL_FONT = (10, 60)  # px: the 5th to 80th percentile of OCR font sizes once images are resized
@@ -243,7 +245,8 @@ def grid_targets(labels: torch.Tensor, word_rows: dict[str, torch.Tensor]) -> to
     the sum of the LLM's embeddings of the colour, kind and region words of the shape under a token,
     zero elsewhere."""
     out = labels.new_zeros((labels.shape[0], next(iter(word_rows.values())).shape[1]), dtype=torch.float)
-    for column, name in ((0, "colour"), (1, "kind"), (3, "region")):
+    for name in SHAPE_WORDS:
+        column = TOKEN_HEADS.index(name)
         on = labels[:, column] > 0
         out[on] += word_rows[name][labels[on, column] - 1]
     return out
@@ -357,9 +360,6 @@ def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generat
     rows, grids, labels, targets, counts = zip(*samples, strict=True)
     sizes = [len(x) for x in labels]
     return torch.cat(rows), torch.tensor(grids), sizes, torch.cat(labels), torch.stack(targets), torch.tensor(counts)
-
-
-SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
 
 
 def shape_word_ids(tokenizer) -> dict[str, list[int]]:

@@ -158,15 +158,28 @@ def video_target_size(
 ) -> tuple[int, int]:
     """Frame resolution: per-frame budget shared down by the total budget, or explicit size."""
     count, height, width = video.frames.shape[:3]
-    factor = image_settings.factor
     if (resized_height is None) != (resized_width is None):
         raise MediaError("video: resized_height and resized_width must be given together")
     if resized_height is not None:
-        return smart_resize(int(resized_height), int(resized_width), factor)
+        return smart_resize(int(resized_height), int(resized_width), image_settings.factor)
+    return frame_size(count, height, width, image_settings, video_settings, min_pixels, max_pixels)
+
+
+def frame_size(
+    count: int,
+    height: int,
+    width: int,
+    image_settings: ImageSettings,
+    video_settings: VideoSettings,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[int, int]:
+    """Model resolution of `count` sampled frames of height x width: the per-frame budget, shared
+    down by the total budget."""
     low = video_settings.min_pixels if min_pixels is None else int(min_pixels)
     requested = video_settings.max_pixels if max_pixels is None else int(max_pixels)
     cap = frame_max_pixels(count, low, requested, video_settings.total_pixels)
-    return smart_resize(height, width, factor, low, cap)
+    return smart_resize(height, width, image_settings.factor, low, cap)
 
 
 _RESIZE_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
