@@ -141,4 +141,5 @@ def test_an_unwritable_output_is_one_clear_line(world_llm, tmp_path, capsys):
 def test_a_missing_llm_is_one_clear_line(tmp_path, capsys):
     assert pr.main(["--llm", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert err.startswith("error: --llm ") and "config.json not found" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -221,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     from qwen_vl.errors import QwenVLError
 
     args = parse_args(argv)
+    if not Path(args.llm, "config.json").is_file():
+        print(f"error: --llm {args.llm}: no LLM there (config.json not found)", file=sys.stderr)
+        return 2
     try:
         processor = QwenVLProcessor.from_pretrained(args.llm)
         model = QwenVLForConditionalGeneration.from_llm(args.llm)
