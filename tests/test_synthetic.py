@@ -33,7 +33,9 @@ from training.synthetic_world import (
     COLOURS,
     KINDS,
     MIN_CONTRAST,
+    QUESTION_TEMPLATES,
     TEXTURE_AMPLITUDE,
+    VQA_TYPES,
     Background,
     Shape,
     VideoEvent,
@@ -41,6 +43,7 @@ from training.synthetic_world import (
     sample_image_scene,
     sample_image_size,
     sample_video_scene,
+    vqa_type,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +136,7 @@ def test_world_items_say_what_the_picture_shows():
 
 def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-    from qwen_vl.processing import build_tokenizer
+    from qwen_vl.processing import QwenVLProcessor, build_tokenizer
     from training.pretrain_llm import MAX_PADS, render_chats
     from training.pretrain_llm import main as pretrain
 
@@ -152,9 +155,17 @@ def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
 
     out = tmp_path / "llm"
     args = ["--out", str(out), "--steps", "3", "--lines", "50", "--chats", "50", "--hidden", "32", "--layers", "1"]
-    assert pretrain([*args, "--intermediate", "64", "--heads", "2", "--kv-heads", "1", "--batch-size", "2"]) == 0
+    args += ["--intermediate", "64", "--heads", "2", "--kv-heads", "1", "--batch-size", "2"]
+    assert pretrain([*args, "--min-pixels", "50176"]) == 0
     vl = QwenVLForConditionalGeneration.from_llm(out, vision_config={"hidden_size": 32, "depth": 1, "num_heads": 1})
     assert vl.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    # the processor every later stage inherits upscales small pictures to --min-pixels
+    settings = QwenVLProcessor.from_pretrained(out).image_settings
+    assert (settings.min_pixels, settings.max_pixels) == (50176, 100352)
+    for bad in ("1000", "200000"):
+        with pytest.raises(SystemExit) as exit_info:
+            pretrain([*args, "--min-pixels", bad])
+        assert exit_info.value.code == 2
 
 
 def test_stage0_frozen_embeddings_stay_as_drawn_while_the_rest_learns(tmp_path):
@@ -202,8 +213,12 @@ def test_stage0_answer_accuracy_scores_the_answer_tokens_only():
                 nxt[start + len(answer_start) - 1 :] = [0] * (len(seq) - start - len(answer_start) + 1)
             return type("Out", (), {"logits": torch.nn.functional.one_hot(torch.tensor([nxt]), len(tokenizer)).float()})
 
-    assert answer_accuracy(Teller(True), tokenizer, seed=3, n=30) == 1.0
-    assert answer_accuracy(Teller(False), tokenizer, seed=3, n=30) == 0.0
+    right, wrong = (
+        answer_accuracy(Teller(True), tokenizer, seed=3, n=60),
+        answer_accuracy(Teller(False), tokenizer, seed=3, n=60),
+    )
+    assert set(right) == set(wrong) == {"caption", "ocr", *VQA_TYPES}  # each VQA type on its own
+    assert set(right.values()) == {1.0} and set(wrong.values()) == {0.0}
 
 
 # ----------------------------------------------------------------------------- images
@@ -485,3 +500,10 @@ def test_cli_out_is_a_file(tmp_path, capsys):
         main(["--out", str(target), "--task", "text", "--n", "2"])
     assert exit_info.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+def test_vqa_type_names_the_template_a_question_was_asked_by():
+    for qtype in VQA_TYPES:
+        assert vqa_type(QUESTION_TEMPLATES[qtype].format(colour="green", kind="star")) == qtype
+    with pytest.raises(ValueError, match="not a VQA question"):
+        vqa_type(QUESTION_TEMPLATES["appear"].format(colour="green", kind="star"))

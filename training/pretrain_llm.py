@@ -34,6 +34,7 @@ from qwen_vl.processing import build_tokenizer
 from .data import IGNORE, assistant_labels
 from .params import small_normal_init_
 from .synthetic import tokenizer_corpus, world_items, world_text
+from .synthetic_world import vqa_type
 
 
 def parse_args(argv):
@@ -53,17 +54,25 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--eval-every", type=int, default=0, metavar="N", help="print the answers read per question type every N steps"
+    )
+    p.add_argument(
         "--frozen-embeddings",
         type=float,
         default=0.1,
         metavar="STD",
         help="draw the (tied) token embeddings at this std and keep them fixed; 0 learns them",
     )
+    p.add_argument(
+        "--min-pixels", type=int, default=3136, help="smallest image pixel budget: smaller pictures are upscaled to it"
+    )
     p.add_argument("--max-pixels", type=int, default=100352, help="image pixel budget of the VL model's processor")
     p.add_argument("--video-max-pixels", type=int, default=12544, help="pixel budget per video frame")
     args = p.parse_args(argv)
     if args.frozen_embeddings < 0:
         p.error(f"--frozen-embeddings: a std is >= 0, got {args.frozen_embeddings}")
+    if not 3136 <= args.min_pixels <= args.max_pixels:
+        p.error(f"--min-pixels is in [3136, --max-pixels], got {args.min_pixels}")
     return args
 
 
@@ -73,9 +82,9 @@ def save_processor(args, tokenizer) -> None:
     from qwen_vl.processing.video import VideoSettings
 
     video = VideoSettings(min_pixels=min(3136, args.video_max_pixels), max_pixels=args.video_max_pixels)
-    QwenVLProcessor(tokenizer, min_pixels=3136, max_pixels=args.max_pixels, video_settings=video).save_pretrained(
-        args.out
-    )
+    QwenVLProcessor(
+        tokenizer, min_pixels=args.min_pixels, max_pixels=args.max_pixels, video_settings=video
+    ).save_pretrained(args.out)
 
 
 MAX_PADS = 16  # vision placeholders of a video part in stage-0 chats
@@ -114,22 +123,27 @@ def token_windows(tokenizer, texts: list[str], seq_len: int, seed: int = 0) -> t
     return torch.tensor(ids[:usable]).view(-1, seq_len)
 
 
-def answer_accuracy(model, tokenizer, seed: int, n: int = 300) -> float:
-    """Share of the answer tokens of fresh caption, VQA and OCR chats that the model predicts
-    (teacher-forced): every such answer stands in the vision block, so this measures how well
-    the LLM reads that block, which is what stage 1 builds on."""
+def answer_accuracy(model, tokenizer, seed: int, n: int = 300) -> dict[str, float]:
+    """Share of whole answers of fresh caption, VQA (per question type) and OCR chats that the
+    model predicts (teacher-forced): every such answer stands in the vision block, so this
+    measures how well the LLM reads that block, which is what stages 0b and 1 build on."""
     items = [item for item in world_items(seed, n) if item[0] in ("caption", "vqa", "ocr")]
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    hits = total = 0
+    counts: dict[str, list[int]] = {}
     with torch.no_grad():
-        for text in render_chats(tokenizer, items, seed):
+        for (kind, prompt, _, _), text in zip(items, render_chats(tokenizer, items, seed), strict=True):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             labels = torch.tensor(assistant_labels(ids, tokenizer)[1:])
             logits = model(torch.tensor([ids]), position_ids=torch.arange(len(ids))[None]).logits[0, :-1]
             asked = (labels != IGNORE) & (labels != im_end)
-            hits += int((logits.argmax(-1)[asked] == labels[asked]).sum())
-            total += int(asked.sum())
-    return hits / max(total, 1)
+            group = vqa_type(prompt) if kind == "vqa" else kind
+            hits, total = counts.setdefault(group, [0, 0])
+            counts[group] = [hits + bool((logits.argmax(-1)[asked] == labels[asked]).all()), total + 1]
+    return {group: hits / total for group, (hits, total) in sorted(counts.items())}
+
+
+def accuracy_line(shares: dict[str, float]) -> str:
+    return ", ".join(f"{group} {share:.0%}" for group, share in shares.items())
 
 
 def freeze_embeddings(model: QwenVLForConditionalGeneration, std: float) -> None:
@@ -214,13 +228,17 @@ def main(argv: list[str] | None = None) -> int:
             progress.update(task, advance=1, description=f"stage 0 (text) loss {loss.item():.3f}")
             if step % 50 == 0 or step == args.steps - 1:
                 print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
+            if args.eval_every and (step + 1) % args.eval_every == 0 and step < args.steps - 1:
+                shares = answer_accuracy(model.eval(), tokenizer, args.seed + 2)
+                model.train()
+                print(f"step {step + 1}: answers read from the vision block: {accuracy_line(shares)}", flush=True)
     model.eval().save_llm(args.out)
     save_processor(args, tokenizer)
     print(
         f"wrote {args.out}: {sum(p.numel() for p in params) / 1e6:.2f} M parameters, "
         f"{len(windows)} windows of {args.seq_len} tokens, final loss {sum(losses[-20:]) / min(20, len(losses)):.3f}, "
-        f"{time.time() - start:.0f} s; answer tokens read from the vision block "
-        f"{answer_accuracy(model, tokenizer, args.seed + 2):.1%}"
+        f"{time.time() - start:.0f} s; answers read from the vision block: "
+        f"{accuracy_line(answer_accuracy(model, tokenizer, args.seed + 2))}"
     )
     return 0
 

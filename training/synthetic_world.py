@@ -14,6 +14,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -335,6 +336,15 @@ def sample_vqa(rng: np.random.Generator, scene: ImageScene, qtype: str | None = 
         colour, kind = pool[int(rng.integers(len(pool)))]
     answer = "yes" if (colour, kind) in present else "no"
     return qtype, QUESTION_TEMPLATES["exists"].format(colour=colour, kind=kind), answer
+
+
+def vqa_type(question: str) -> str:
+    """The VQA type whose template asks `question` (ValueError for any other question)."""
+    for qtype in VQA_TYPES:
+        pattern = re.escape(QUESTION_TEMPLATES[qtype]).replace(r"\{kind\}", r"\w+").replace(r"\{colour\}", r"\w+")
+        if re.fullmatch(pattern, question):
+            return qtype
+    raise ValueError(f"not a VQA question of the synthetic world: {question!r}")
 
 
 def seconds_answer(second: int) -> str:
