@@ -59,6 +59,21 @@ def test_a_scene_sample_puts_one_word_row_on_each_image_token_and_labels_only_th
         assert ("Describe this image." in prompt) == (share == 1.0) and answer
 
 
+def test_a_scene_sample_of_several_turns_shows_its_picture_once_and_labels_every_answer(world_llm):
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    one = pr.scene_sample(np.random.default_rng(4), processor, ids, 448, 0.0, "count")
+    three = pr.scene_sample(np.random.default_rng(4), processor, ids, 448, 0.0, "count", turns=3)
+    assert torch.equal(one.pixel_values, three.pixel_values)  # the same scene, drawn the same way
+    text = tokenizer.decode(three.input_ids)
+    assert text.count("<|vision_start|>") == 1 and text.count("How many shapes are there?") == 3
+    # the labelled runs are the three answers (each with its <|im_end|>), all the count the grid shows
+    shapes = len({int(kind) for kind in three.pixel_values[:, 1] if kind >= 0})
+    answer = tokenizer.decode(one.input_ids[one.labels != IGNORE])
+    assert tokenizer.decode(three.input_ids[three.labels != IGNORE]) == answer * 3
+    assert answer == f"{('one', 'two', 'three')[shapes - 1]}<|im_end|>"
+
+
 def test_a_clip_sample_is_the_grid_the_processor_gives_the_rendered_clip_with_its_event_in_time(world_llm, tmp_path):
     processor = QwenVLProcessor.from_pretrained(world_llm)
     ids = pv.shape_word_ids(processor.tokenizer)
@@ -122,7 +137,14 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
 
 @pytest.mark.parametrize(
     "args",
-    [["--caption-share", "1.5"], ["--clip-share", "-0.1"], ["--steps", "0"], ["--max-size", "32"], ["--noise", "-0.1"]],
+    [
+        ["--caption-share", "1.5"],
+        ["--clip-share", "-0.1"],
+        ["--steps", "0"],
+        ["--max-size", "32"],
+        ["--noise", "-0.1"],
+        ["--turns", "0"],
+    ],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as exit_info:

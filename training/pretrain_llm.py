@@ -33,7 +33,7 @@ from qwen_vl.processing import build_tokenizer
 
 from .data import IGNORE, assistant_labels
 from .params import small_normal_init_
-from .synthetic import tokenizer_corpus, world_items, world_text
+from .synthetic import scene_qa_lines, tokenizer_corpus, world_items, world_text
 from .synthetic_world import vqa_type
 
 
@@ -46,8 +46,12 @@ def parse_args(argv):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--intermediate", type=int, default=768)
+    p.add_argument("--rope-theta", type=float, default=1e6, help="RoPE base of the decoder's (M-)RoPE frequencies")
     p.add_argument("--lines", type=int, default=20000, help="world_text lines to train on")
     p.add_argument("--chats", type=int, default=20000, help="world items drawn for chat conversations")
+    p.add_argument(
+        "--qa-lines", type=int, default=0, help="lines telling a scene, then four questions about it with their answers"
+    )
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=500)
@@ -176,6 +180,7 @@ def build(args, tokenizer) -> QwenVLForConditionalGeneration:
         num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads,
         max_position_embeddings=4096,
+        rope_theta=args.rope_theta,
     )
     # the vision tower is a placeholder here: only the text decoder is trained and saved
     vision = VisionConfig(hidden_size=32, depth=1, num_heads=1, intermediate_size=32, out_hidden_size=args.hidden)
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
     chats = render_chats(tokenizer, world_items(args.seed + 1, args.chats), args.seed)
-    windows = token_windows(tokenizer, world_text(args.seed, args.lines) + chats, args.seq_len, args.seed)
+    lines = world_text(args.seed, args.lines) + scene_qa_lines(args.seed + 3, args.qa_lines)
+    windows = token_windows(tokenizer, lines + chats, args.seq_len, args.seed)
     pads = torch.tensor(tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]))
     positions = torch.arange(args.seq_len).expand(args.batch_size, -1)
     model = build(args, tokenizer).train()

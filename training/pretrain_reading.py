@@ -87,14 +87,18 @@ def slot_words(scene: dict, height: int, width: int, grid_h: int, grid_w: int, f
 
 
 def grid_sample(
-    processor, media: str, prompt: str, answer: str, words: torch.Tensor, grid_thw: list[int], **extra
+    processor, media: str, turns: list[tuple[str, str]], words: torch.Tensor, grid_thw: list[int], **extra
 ) -> Sample:
-    """A one-turn chat about one picture or clip whose vision input is `words` ([T, 3], one row
-    per merged token); grid_thw in patches, as the processor would give it."""
-    chat = [
-        {"role": "user", "content": [{"type": media}, {"type": "text", "text": prompt}]},
-        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-    ]
+    """A chat of (prompt, answer) turns about one picture or clip, shown in the first turn, whose
+    vision input is `words` ([T, 3], one row per merged token); grid_thw in patches, as the
+    processor would give it."""
+    chat = []
+    for turn, (prompt, answer) in enumerate(turns):
+        media_part = [{"type": media}] if turn == 0 else []
+        chat += [
+            {"role": "user", "content": [*media_part, {"type": "text", "text": prompt}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
     text = processor.apply_chat_template(chat, add_generation_prompt=False)
     tokens = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
     pad_id = processor.image_token_id if media == "image" else processor.video_token_id
@@ -113,21 +117,31 @@ def grid_sample(
 
 
 def scene_sample(
-    rng: np.random.Generator, processor, ids: dict, max_size: int, caption_share: float, qtype: str | None = None
+    rng: np.random.Generator,
+    processor,
+    ids: dict,
+    max_size: int,
+    caption_share: float,
+    qtype: str | None = None,
+    turns: int = 1,
 ) -> Sample:
-    """One fresh caption or VQA turn (of type `qtype`, or any) about a scene drawn from `rng`; its
-    pixel_values are the word ids under each merged token ([T, 3], WordGrid's input), its grid in patches."""
+    """A chat of `turns` fresh caption or VQA turns (of type `qtype`, or any) about one scene drawn
+    from `rng`; its pixel_values are the word ids under each merged token ([T, 3], WordGrid's
+    input), its grid in patches."""
     scene = sample_image_scene(rng, *sample_image_size(rng, MIN_SIDE, max_size))
-    if rng.random() < caption_share:
-        prompt, answer = CAPTION_PROMPT, caption(scene)
-    else:
-        _, prompt, answer = sample_vqa(rng, scene, qtype)
+
+    def ask() -> tuple[str, str]:
+        if rng.random() < caption_share:
+            return CAPTION_PROMPT, caption(scene)
+        return sample_vqa(rng, scene, qtype)[1:]
+
+    asked = [ask() for _ in range(turns)]
     settings = processor.image_settings
     height, width = target_size(scene.height, scene.width, settings)
     gh, gw = height // settings.factor, width // settings.factor
     words = slot_words(scene.to_dict(), scene.height, scene.width, gh, gw, settings.factor, ids)
     merge = settings.merge_size
-    return grid_sample(processor, "image", prompt, answer, words, [1, merge * gh, merge * gw])
+    return grid_sample(processor, "image", asked, words, [1, merge * gh, merge * gw])
 
 
 def frame_shapes(scene: VideoScene, frame: int) -> dict:
@@ -163,8 +177,7 @@ def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
     return grid_sample(
         processor,
         "video",
-        prompt,
-        answer,
+        [(prompt, answer)],
         words,
         [count // tp, merge * gh, merge * gw],
         second_per_grid_ts=torch.tensor([seconds]),
@@ -204,12 +217,15 @@ def parse_args(argv):
     p.add_argument(
         "--clip-share", type=float, default=0.0, help="share of video-question turns among all turns (0: pictures only)"
     )
+    p.add_argument(
+        "--turns", type=int, default=1, help="question turns per training picture (one grid, several answers to learn)"
+    )
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1:
-        p.error("--steps and --batch-size are >= 1")
+    if min(args.steps, args.batch_size, args.turns) < 1:
+        p.error("--steps, --batch-size and --turns are >= 1")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
     for name in ("caption_share", "clip_share"):
@@ -241,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
 
-    def draw(rng, n, clip_share, caption_share=args.caption_share, qtype=None):
+    def draw(rng, n, clip_share, caption_share=args.caption_share, qtype=None, turns=1):
         samples = [
             clip_sample(rng, processor, ids)
             if rng.random() < clip_share
-            else scene_sample(rng, processor, ids, args.max_size, caption_share, qtype)
+            else scene_sample(rng, processor, ids, args.max_size, caption_share, qtype, turns)
             for _ in range(n)
         ]
         return padded_batch(samples, model.position_ids, pad_id)
@@ -257,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
     started = time.time()
     for step in range(args.steps):
-        batch = draw(rng, args.batch_size, args.clip_share)
+        batch = draw(rng, args.batch_size, args.clip_share, turns=args.turns)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -187,6 +187,19 @@ def world_text(seed: int, n: int) -> list[str]:
     return [a if kind in ("caption", "words") else f"{p} {a}" for kind, p, a, _ in world_items(seed, n)]
 
 
+def scene_qa_lines(seed: int, n: int, questions: int = 4) -> list[str]:
+    """n lines that each tell a scene, then ask and answer `questions` questions about it
+    ("a red star on the left. Where is the star? on the left. Is there a red star? yes."):
+    stage 0's densest practice of looking a shape up in the words that tell the picture."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"], 1]))
+    lines = []
+    for _ in range(n):
+        scene = sample_image_scene(rng, *sample_image_size(rng, 96, 512))
+        asked = (sample_vqa(rng, scene)[1:] for _ in range(questions))
+        lines.append(f"{caption(scene)}. " + " ".join(f"{question} {answer}." for question, answer in asked))
+    return lines
+
+
 def tokenizer_corpus() -> list[str]:
     """Every word and phrase the world can say, once (for build_tokenizer's training texts)."""
     texts = [CAPTION_PROMPT, OCR_PROMPT, *DIRECTION_ANSWERS.values(), *REGION_PHRASES.values(), *NUMBER_WORDS]
