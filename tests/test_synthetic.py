@@ -21,6 +21,7 @@ from training.synthetic import (
     WorldOptions,
     build_sample,
     main,
+    scene_qa_lines,
     tokenizer_corpus,
     world_items,
     world_text,
@@ -117,6 +118,27 @@ def test_world_text_is_seeded_and_covered_by_the_tokenizer_corpus():
     assert any(line.startswith("When does the") for line in lines) and any(line.startswith("a ") for line in lines)
 
 
+def test_scene_qa_lines_answer_each_question_from_the_scene_they_tell():
+    lines = scene_qa_lines(2, 60)
+    assert lines == scene_qa_lines(2, 60) and lines != scene_qa_lines(3, 60)
+    phrase = re.compile(r"a (\w+) (\w+) (on the left|in the middle|on the right)")
+    for line in lines:
+        told, _, asked = line.partition(". ")
+        shapes = {kind: (colour, where) for colour, kind, where in phrase.findall(told)}
+        pairs = re.findall(r"([A-Z][^?]*\?) ([a-z ]+)\.", asked)
+        assert len(pairs) == 4 and 1 <= len(shapes) <= 3
+        for question, answer in pairs:
+            qtype, words = vqa_type(question), question.rstrip("?").split()
+            if qtype == "colour":
+                assert answer == shapes[words[-1]][0]
+            elif qtype == "where":
+                assert answer == shapes[words[-1]][1]
+            elif qtype == "count":
+                assert answer == NUMBERS[len(shapes)]
+            else:
+                assert (answer == "yes") == (shapes.get(words[-1], ("",))[0] == words[-2])
+
+
 def test_world_items_say_what_the_picture_shows():
     items = world_items(5, 300)
     assert items == world_items(5, 300) and {kind for kind, *_ in items} == {"caption", "vqa", "video", "ocr", "words"}
@@ -156,9 +178,10 @@ def test_stage0_chats_tell_the_picture_in_the_vision_block_and_train(tmp_path):
     out = tmp_path / "llm"
     args = ["--out", str(out), "--steps", "3", "--lines", "50", "--chats", "50", "--hidden", "32", "--layers", "1"]
     args += ["--intermediate", "64", "--heads", "2", "--kv-heads", "1", "--batch-size", "2"]
-    assert pretrain([*args, "--min-pixels", "50176"]) == 0
+    assert pretrain([*args, "--min-pixels", "50176", "--rope-theta", "10000", "--qa-lines", "20"]) == 0
     vl = QwenVLForConditionalGeneration.from_llm(out, vision_config={"hidden_size": 32, "depth": 1, "num_heads": 1})
     assert vl.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert vl.config.text.rope_theta == 10000
     # the processor every later stage inherits upscales small pictures to --min-pixels
     settings = QwenVLProcessor.from_pretrained(out).image_settings
     assert (settings.min_pixels, settings.max_pixels) == (50176, 100352)
