@@ -139,6 +139,16 @@ def test_scene_qa_lines_answer_each_question_from_the_scene_they_tell():
                 assert (answer == "yes") == (shapes.get(words[-1], ("",))[0] == words[-2])
 
 
+def test_copy_lines_say_one_run_of_world_words_twice():
+    lines = copy_lines(2, 50)
+    assert lines == copy_lines(2, 50) and lines != copy_lines(3, 50)
+    for line in lines:
+        first, second, end = line.split(".")
+        words = first.split()
+        assert second == f" {first}" and end == "" and 3 <= len(words) <= 10
+        assert set(words) <= {*WORDS, *COLOURS, *KINDS}
+
+
 def test_world_items_say_what_the_picture_shows():
     items = world_items(5, 300)
     assert items == world_items(5, 300) and {kind for kind, *_ in items} == {"caption", "vqa", "video", "ocr", "words"}

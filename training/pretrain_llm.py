@@ -33,7 +33,7 @@ from qwen_vl.processing import build_tokenizer
 
 from .data import IGNORE, assistant_labels
 from .params import small_normal_init_
-from .synthetic import scene_qa_lines, tokenizer_corpus, world_items, world_text
+from .synthetic import copy_lines, scene_qa_lines, tokenizer_corpus, world_items, world_text
 from .synthetic_world import vqa_type
 
 
@@ -52,6 +52,7 @@ def parse_args(argv):
     p.add_argument(
         "--qa-lines", type=int, default=0, help="lines telling a scene, then four questions about it with their answers"
     )
+    p.add_argument("--copy-lines", type=int, default=0, help="lines that say a run of words twice (a copying drill)")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=500)
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
     chats = render_chats(tokenizer, world_items(args.seed + 1, args.chats), args.seed)
     lines = world_text(args.seed, args.lines) + scene_qa_lines(args.seed + 3, args.qa_lines)
+    lines += copy_lines(args.seed + 4, args.copy_lines)
     windows = token_windows(tokenizer, lines + chats, args.seq_len, args.seed)
     pads = torch.tensor(tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]))
     positions = torch.arange(args.seq_len).expand(args.batch_size, -1)

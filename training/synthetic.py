@@ -200,6 +200,19 @@ def scene_qa_lines(seed: int, n: int, questions: int = 4) -> list[str]:
     return lines
 
 
+def copy_lines(seed: int, n: int) -> list[str]:
+    """n lines that say a run of 3-10 of the world's words twice ("lemon red star. lemon red star."):
+    every token of the second run is copied from the first, the induction drill behind reading a
+    caption or a text off the vision block."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"], 2]))
+    vocabulary = [*WORDS, *COLOURS, *KINDS]
+    lines = []
+    for _ in range(n):
+        run = " ".join(sample_words(rng, vocabulary, 3, 10))
+        lines.append(f"{run}. {run}.")
+    return lines
+
+
 def tokenizer_corpus() -> list[str]:
     """Every word and phrase the world can say, once (for build_tokenizer's training texts)."""
     texts = [CAPTION_PROMPT, OCR_PROMPT, *DIRECTION_ANSWERS.values(), *REGION_PHRASES.values(), *NUMBER_WORDS]
