@@ -20,6 +20,7 @@ from training import synthetic
 from training.synthetic import (
     WorldOptions,
     build_sample,
+    copy_lines,
     main,
     scene_qa_lines,
     tokenizer_corpus,
