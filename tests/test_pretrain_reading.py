@@ -165,3 +165,70 @@ def test_a_missing_llm_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --llm ") and "config.json not found" in err
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_lookup_targets_mark_the_asked_kinds_tokens_at_the_answer_position(world_llm):
+    from training.lookup import lookup_targets
+    from training.synthetic_world import vqa_type
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    image = processor.image_token_id
+    rng, asked = np.random.default_rng(1), set()
+    for _ in range(12):
+        sample = pr.scene_sample(rng, processor, ids, 448, 0.3, turns=3)
+        targets = lookup_targets(sample, tokenizer, image)
+        slots = (sample.input_ids == image).nonzero()[:, 0]
+        for position, mask in targets:
+            assert sample.labels[position] == IGNORE and sample.labels[position + 1] != IGNORE  # predicts an answer
+            before = tokenizer.decode(sample.input_ids[:position]).split("<|im_start|>user\n")[-1]
+            question = before.split("<|vision_end|>")[-1].split("<|im_end|>")[0]
+            asked.add(vqa_type(question))
+            kind = tokenizer.encode(" " + question.rstrip("?").split()[-1])[0]
+            assert torch.equal(mask.nonzero()[:, 0], slots[sample.pixel_values[:, 1] == kind]) and mask.any()
+        answers = int(((sample.labels != IGNORE) & (torch.roll(sample.labels, 1) == IGNORE)).sum())
+        assert len(targets) <= answers == 3
+    assert asked == {"colour", "where", "exists"}  # never captions or counts
+
+
+def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
+    import qwen_vl.modeling.text as text
+    from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+    from training.lookup import LookupLoss, lookup_targets
+    from training.packing import padded_batch
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids = pv.shape_word_ids(processor.tokenizer)
+    model = QwenVLForConditionalGeneration.from_llm(world_llm)
+    model.visual = pr.WordGrid(model.model.embed_tokens, 0.0)
+    rng, samples = np.random.default_rng(2), []
+    while len(samples) < 3:
+        sample = pr.scene_sample(rng, processor, ids, 448, 0.0, "colour")
+        samples += [sample] if lookup_targets(sample, processor.tokenizer, processor.image_token_id) else []
+    batch = padded_batch(samples, model.position_ids, 0)
+    found = [
+        (r, *t) for r, s in enumerate(samples) for t in lookup_targets(s, processor.tokenizer, processor.image_token_id)
+    ]
+    targets = torch.zeros(len(found), batch.input_ids.shape[1], dtype=torch.bool)
+    for i, (_, _, mask) in enumerate(found):
+        targets[i, : len(mask)] = mask
+    seen = []
+
+    def spy(q, k, v, mask, backend):  # the layer's real attention, computed the plain way
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+        scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        seen.append(scores.masked_fill(~mask, float("-inf")).softmax(-1)[:, 0].detach())  # head 0: [B, L, L]
+        return real(q, k, v, mask, backend)
+
+    real, text.decoder_attention = text.decoder_attention, spy
+    try:
+        probe = LookupLoss(model.model.layers[0])
+        model(**batch.model_inputs())
+        loss, mass = probe.loss([(r, p) for r, p, _ in found], targets)
+    finally:
+        text.decoder_attention = real
+    expected = torch.stack([(seen[0][r, p] * targets[i]).sum() for i, (r, p, _) in enumerate(found)])
+    assert mass == pytest.approx(float(expected.mean()), rel=1e-4)
+    assert float(loss) == pytest.approx(float(-torch.log(expected + 1e-6).mean()), rel=1e-4)
+    loss.backward()  # it trains the layer's query and key projections
+    assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0

@@ -37,6 +37,7 @@ from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
+from training.lookup import LookupLoss, lookup_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -220,6 +221,13 @@ def parse_args(argv):
     p.add_argument(
         "--turns", type=int, default=1, help="question turns per training picture (one grid, several answers to learn)"
     )
+    p.add_argument(
+        "--lookup-weight",
+        type=float,
+        default=0.0,
+        help="weight of the lookup loss (training/lookup.py): one head attends to the asked shape's tokens",
+    )
+    p.add_argument("--lookup-layer", type=int, default=2, help="the decoder layer whose head 0 the lookup loss trains")
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)
@@ -228,6 +236,8 @@ def parse_args(argv):
         p.error("--steps, --batch-size and --turns are >= 1")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
+    if args.lookup_weight < 0:
+        p.error(f"--lookup-weight is >= 0, got {args.lookup_weight}")
     for name in ("caption_share", "clip_share"):
         if not 0 <= getattr(args, name) <= 1:
             p.error(f"--{name.replace('_', '-')}: a share is in [0, 1], got {getattr(args, name)}")
@@ -248,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    layers = len(model.model.layers)
+    if not 0 <= args.lookup_layer < layers:
+        print(f"error: --lookup-layer {args.lookup_layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise)
     model.model.embed_tokens.weight.requires_grad_(False)  # stage 0's fixed random embeddings stay
@@ -257,24 +271,40 @@ def main(argv: list[str] | None = None) -> int:
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
 
-    def draw(rng, n, clip_share, caption_share=args.caption_share, qtype=None, turns=1):
-        samples = [
+    def draw_samples(rng, n, clip_share, caption_share=args.caption_share, qtype=None, turns=1):
+        return [
             clip_sample(rng, processor, ids)
             if rng.random() < clip_share
             else scene_sample(rng, processor, ids, args.max_size, caption_share, qtype, turns)
             for _ in range(n)
         ]
-        return padded_batch(samples, model.position_ids, pad_id)
+
+    def draw(*args, **kwargs):
+        return padded_batch(draw_samples(*args, **kwargs), model.position_ids, pad_id)
 
     heldout_rng = np.random.default_rng(args.seed + 1_000_003)
     heldout = {"captions": [draw(heldout_rng, 20, 0.0, 1.0) for _ in range(2)]}
     heldout |= {qtype: [draw(heldout_rng, 20, 0.0, 0.0, qtype)] for qtype in VQA_TYPES}
     if args.clip_share > 0:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
+    lookup = LookupLoss(model.model.layers[args.lookup_layer]) if args.lookup_weight else None
+    image_id, masses = processor.image_token_id, []
     started = time.time()
     for step in range(args.steps):
-        batch = draw(rng, args.batch_size, args.clip_share, turns=args.turns)
+        samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns)
+        batch = padded_batch(samples, model.position_ids, pad_id)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
+        if lookup is not None:
+            found = [
+                (row, *t) for row, x in enumerate(samples) for t in lookup_targets(x, processor.tokenizer, image_id)
+            ]
+            if found:
+                targets = torch.zeros(len(found), batch.input_ids.shape[1], dtype=torch.bool)
+                for i, (_, _, mask) in enumerate(found):
+                    targets[i, : len(mask)] = mask
+                looked, mass = lookup.loss([(row, pos) for row, pos, _ in found], targets)
+                loss = loss + args.lookup_weight * looked
+                masses.append(mass)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -290,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                 if group not in VQA_TYPES
             )
             shares += "; VQA answers: " + ", ".join(f"{qtype} {read[qtype]['answers']:.0%}" for qtype in VQA_TYPES)
+            if masses:
+                shares += f"; lookup head's attention on the asked shape {sum(masses) / len(masses):.0%}"
+                masses.clear()
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read {shares}", flush=True)
     try:
         model.eval().save_llm(args.out)

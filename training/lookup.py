@@ -1,0 +1,84 @@
+"""Stage 0b's lookup loss: one attention head is told where a question's shape lies.
+
+"What colour is the star?" is answered by finding the grid slots that hold " star" and reading
+their colour. Learned from the answers alone, that lookup by kind did not form in thousands of
+steps (the LLM answered with any colour in the picture: docs/bundled_model.md). This loss names
+the slots instead: at the position that predicts an answer's first token, one head of one layer
+should put its attention on the image tokens of the shape the question asks about (colour, where
+and exists questions whose kind is in the picture). The loss is -log of that attention mass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qwen_vl.modeling.layers import apply_rotary
+from training.data import IGNORE, Sample
+from training.synthetic_world import vqa_type
+
+LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape by its kind
+
+
+def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, torch.Tensor]]:
+    """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
+    kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
+    whose slot holds the asked kind)."""
+    tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
+    if sample.image_grid_thw is None or words is None:
+        return []
+    image = (tokens == image_token_id).nonzero()[:, 0]
+    text = tokens.tolist()
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    targets = []
+    starts = ((labels != IGNORE) & (torch.roll(labels, 1) == IGNORE)).nonzero()[:, 0].tolist()
+    for start in starts:
+        header = max(i for i in range(start - 1) if text[i] == im_start)  # the assistant's header
+        user = max(i for i in range(header) if text[i] == im_start)
+        turn = [t for t in text[user:header] if t != image_token_id]
+        question = tokenizer.decode(turn).split("<|vision_end|>")[-1].split("user\n")[-1]
+        question = question.replace("<|im_end|>", "").strip()
+        try:
+            qtype = vqa_type(question)
+        except ValueError:
+            continue  # a caption
+        if qtype not in LOOKUP_TYPES:
+            continue
+        kind = tokenizer.encode(" " + question.rstrip("?").split()[-1])[0]
+        holds = words[:, 1] == kind
+        if holds.any():
+            mask = torch.zeros(len(tokens), dtype=torch.bool)
+            mask[image[holds]] = True
+            targets.append((start - 1, mask))
+    return targets
+
+
+class LookupLoss:
+    """Watches the attention input of `layer` of a decoder and scores head `head`'s attention at
+    given rows against target keys (call `loss` after the model's forward)."""
+
+    def __init__(self, layer: torch.nn.Module, head: int = 0):
+        self.attn, self.head, self.inputs = layer.self_attn, head, None
+        self.attn.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args):
+        self.inputs = args[:4]  # x (normed), cos, sin, mask
+
+    def loss(self, rows: list[tuple[int, int]], targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """rows: (batch row, position) pairs; targets: bool [N, L] -> (mean -log attention mass on
+        the targets, mean mass)."""
+        x, cos, sin, mask = self.inputs
+        attn, dim = self.attn, self.attn.head_dim
+        group = attn.heads // attn.kv_heads
+        b, length, _ = x.shape
+        q = attn.q_proj(x).view(b, length, attn.heads, dim)[:, :, self.head].unsqueeze(1)  # [B, 1, L, D]
+        k = attn.k_proj(x).view(b, length, attn.kv_heads, dim)[:, :, self.head // group].unsqueeze(1)
+        q, k = apply_rotary(q, cos, sin)[:, 0], apply_rotary(k, cos, sin)[:, 0]  # [B, L, D]
+        batch_rows = torch.tensor([r for r, _ in rows])
+        positions = torch.tensor([p for _, p in rows])
+        scores = (q[batch_rows, positions, None, :] @ k[batch_rows].transpose(1, 2))[:, 0] / dim**0.5  # [N, L]
+        allowed = torch.arange(length)[None, :] <= positions[:, None]
+        if mask is not None:
+            allowed = allowed & mask[batch_rows, 0, positions]
+        probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        mass = (probs * targets).sum(-1)
+        return -torch.log(mass + 1e-6).mean(), float(mass.detach().mean())
