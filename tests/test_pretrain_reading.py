@@ -229,6 +229,6 @@ def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
         text.decoder_attention = real
     expected = torch.stack([(seen[0][r, p] * targets[i]).sum() for i, (r, p, _) in enumerate(found)])
     assert mass == pytest.approx(float(expected.mean()), rel=1e-4)
-    assert float(loss) == pytest.approx(float(-torch.log(expected + 1e-6).mean()), rel=1e-4)
+    assert loss.item() == pytest.approx(float(-torch.log(expected + 1e-6).mean()), rel=1e-4)
     loss.backward()  # it trains the layer's query and key projections
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
