@@ -224,6 +224,18 @@ def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
         assert (targets[pairs:] == pv.IGNORE).all()  # a drill has no region and no words
 
 
+def test_drills_keep_their_own_size_under_a_processor_that_upscales_small_pictures():
+    small, upscaling = (
+        ImageSettings(min_pixels=3136, max_pixels=100352),
+        ImageSettings(min_pixels=50176, max_pixels=100352),
+    )
+    for words in (False, True):
+        drawn = [pv.encode_drill(np.random.default_rng(seed), upscaling, words) for seed in range(6)]
+        alone = [pv.encode_drill(np.random.default_rng(seed), small, words) for seed in range(6)]
+        assert [d[1] for d in drawn] == [a[1] for a in alone]  # the same grids
+        assert all(grid[1] * grid[2] * 196 < 50176 for _, grid, *_ in drawn)  # below the processor's minimum
+
+
 def test_word_drills_label_their_one_word_and_nothing_else():
     rng = np.random.default_rng(4)
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)

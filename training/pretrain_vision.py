@@ -33,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,7 @@ TOKEN_HEADS = ("colour", "kind", "word", "region")
 SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
 REPORTED = (*TOKEN_HEADS, "kind per shape", "word per word")  # the last two: heads on the mean token of each
 DRILL_SIDES = (56, 140)  # canvas side, px: at most 10x10 patches, so a drill costs little
+DRILL_MIN_PIXELS = 56 * 56  # drills are encoded at their own size, whatever the processor's min_pixels
 WORD_DRILL_FONT = (10, 60)  # px: the 5th to 80th percentile of OCR font sizes once images are resized
 WORD_DRILL_MARGIN = (2, 24)  # px of background around the ink
 
@@ -201,7 +203,9 @@ def word_drill_scene(rng: np.random.Generator) -> TextScene:
 
 
 def encode_drill(rng: np.random.Generator, settings: ImageSettings, words: bool = False):
-    """encode()'s tuple for a fresh shape drill (or word drill)."""
+    """encode()'s tuple for a fresh shape drill (or word drill), at its own size: a processor that
+    upscales small pictures (min_pixels) would turn a drill into many times the tokens it needs."""
+    settings = replace(settings, min_pixels=min(settings.min_pixels, DRILL_MIN_PIXELS))
     if words:
         scene = word_drill_scene(rng)
         return encode_image(render_text_scene(scene), scene.to_dict(), settings)
