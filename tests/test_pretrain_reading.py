@@ -126,6 +126,16 @@ def test_stage0b_learns_the_reading_and_keeps_the_embeddings_as_stage0_drew_them
     )
 
 
+def test_stage0b_with_the_lookup_loss_reports_its_heads_attention(world_llm, tmp_path, capsys):
+    base = ["--llm", str(world_llm), "--out", str(tmp_path / "read"), "--steps", "2", "--batch-size", "4"]
+    base += ["--turns", "3", "--lookup-weight", "1", "--caption-share", "0"]
+    assert pr.main(base) == 2  # the default layer, second from the end, is not there in a 1-layer LLM
+    assert capsys.readouterr().err.strip() == "error: --lookup-layer -2: the LLM has layers 0-0"
+    assert pr.main([*base, "--lookup-layer", "0"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("step 2/2 ") and "; lookup head's attention on the asked shape " in line
+
+
 def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
     rows = pv.llm_word_rows(str(world_llm))
     assert {k: len(v) for k, v in rows.items()} == {"colour": 8, "kind": 4, "region": 3}

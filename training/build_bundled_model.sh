@@ -15,11 +15,12 @@ python -m training.synthetic --out data/bundled/heldout --task all --n 200 --see
 python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23 --quiet
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
-#    stage 0b: it learns to read scenes laid out as grids of its own word embeddings;
+#    stage 0b: it learns to read scenes laid out as grids of its own word embeddings (four questions
+#    per grid, one head told where the asked shape lies);
 #    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
 #    scenes' other labels)
-python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000
-python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500
+python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
+python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 --lookup-weight 1
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1500 \
     --word-heads --pooled-weight 1 --word-drills 16 --grid-weight 1 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \

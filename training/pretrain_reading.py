@@ -227,7 +227,12 @@ def parse_args(argv):
         default=0.0,
         help="weight of the lookup loss (training/lookup.py): one head attends to the asked shape's tokens",
     )
-    p.add_argument("--lookup-layer", type=int, default=2, help="the decoder layer whose head 0 the lookup loss trains")
+    p.add_argument(
+        "--lookup-layer",
+        type=int,
+        default=-2,
+        help="the decoder layer whose head 0 the lookup loss trains (negative: from the last; -2 leaves one layer after it)",
+    )
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     layers = len(model.model.layers)
-    if not 0 <= args.lookup_layer < layers:
+    if args.lookup_weight and not -layers <= args.lookup_layer < layers:
         print(f"error: --lookup-layer {args.lookup_layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
