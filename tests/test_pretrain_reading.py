@@ -204,7 +204,7 @@ def test_lookup_targets_mark_the_asked_kinds_tokens_at_the_answer_position(world
 def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
     import qwen_vl.modeling.text as text
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-    from training.lookup import LookupLoss, lookup_targets
+    from training.lookup import LookupLoss, batch_targets, lookup_targets
     from training.packing import padded_batch
 
     processor = QwenVLProcessor.from_pretrained(world_llm)
@@ -216,12 +216,8 @@ def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
         sample = pr.scene_sample(rng, processor, ids, 448, 0.0, "colour")
         samples += [sample] if lookup_targets(sample, processor.tokenizer, processor.image_token_id) else []
     batch = padded_batch(samples, model.position_ids, 0)
-    found = [
-        (r, *t) for r, s in enumerate(samples) for t in lookup_targets(s, processor.tokenizer, processor.image_token_id)
-    ]
-    targets = torch.zeros(len(found), batch.input_ids.shape[1], dtype=torch.bool)
-    for i, (_, _, mask) in enumerate(found):
-        targets[i, : len(mask)] = mask
+    rows, targets = batch_targets(samples, processor.tokenizer, processor.image_token_id, batch.input_ids.shape[1])
+    assert len(rows) == 3 and targets.any(1).all()  # one colour question each, its shape in the grid
     seen = []
 
     def spy(q, k, v, mask, backend):  # the layer's real attention, computed the plain way
@@ -234,10 +230,10 @@ def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
     try:
         probe = LookupLoss(model.model.layers[0])
         model(**batch.model_inputs())
-        loss, mass = probe.loss([(r, p) for r, p, _ in found], targets)
+        loss, mass = probe.loss(rows, targets)
     finally:
         text.decoder_attention = real
-    expected = torch.stack([(seen[0][r, p] * targets[i]).sum() for i, (r, p, _) in enumerate(found)])
+    expected = torch.stack([(seen[0][r, p] * targets[i]).sum() for i, (r, p) in enumerate(rows)])
     assert mass == pytest.approx(float(expected.mean()), rel=1e-4)
     assert loss.item() == pytest.approx(float(-torch.log(expected + 1e-6).mean()), rel=1e-4)
     loss.backward()  # it trains the layer's query and key projections

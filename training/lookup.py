@@ -52,6 +52,16 @@ def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple
     return targets
 
 
+def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int):
+    """lookup_targets of a right-padded batch of `samples` -> ((batch row, position) pairs,
+    bool targets [N, width])."""
+    found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id)]
+    targets = torch.zeros(len(found), width, dtype=torch.bool)
+    for i, (_, _, mask) in enumerate(found):
+        targets[i, : len(mask)] = mask
+    return [(row, position) for row, position, _ in found], targets
+
+
 class LookupLoss:
     """Watches the attention input of `layer` of a decoder and scores head `head`'s attention at
     given rows against target keys (call `loss` after the model's forward)."""

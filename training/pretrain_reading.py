@@ -12,6 +12,11 @@ as stage 0 drew them (learned, the words of a kind collapse onto one another and
 told apart in a grid). `pretrain_vision --word-heads` then trains the tower to put the same
 words on its tokens, so that stage 1 starts from an LLM that already reads them.
 
+`--turns 4` asks four questions about each training grid (a grid costs about a hundred tokens, an
+answer a few), and `--lookup-weight 1` tells one head where the asked shape lies
+(training/lookup.py): without it the lookup by kind did not form, with it the LLM answers colour
+questions on fresh grids as well as it captions them (docs/bundled_model.md).
+
 `--clip-share` mixes in video questions on clips laid out the same way, one grid per temporal
 token at the clip's absolute-time ids. Off by default: in 2,000 steps the LLM did not learn to
 read an event's second off those ids (docs/bundled_model.md).
@@ -37,7 +42,7 @@ from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
-from training.lookup import LookupLoss, lookup_targets
+from training.lookup import LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -300,14 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         batch = padded_batch(samples, model.position_ids, pad_id)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
         if lookup is not None:
-            found = [
-                (row, *t) for row, x in enumerate(samples) for t in lookup_targets(x, processor.tokenizer, image_id)
-            ]
-            if found:
-                targets = torch.zeros(len(found), batch.input_ids.shape[1], dtype=torch.bool)
-                for i, (_, _, mask) in enumerate(found):
-                    targets[i, : len(mask)] = mask
-                looked, mass = lookup.loss([(row, pos) for row, pos, _ in found], targets)
+            rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
+            if rows:
+                looked, mass = lookup.loss(rows, targets)
                 loss = loss + args.lookup_weight * looked
                 masses.append(mass)
         loss.backward()
