@@ -79,9 +79,9 @@ class LookupLoss:
         x, cos, sin, mask = self.inputs
         attn, dim = self.attn, self.attn.head_dim
         group = attn.heads // attn.kv_heads
-        b, length, _ = x.shape
-        q = attn.q_proj(x).view(b, length, attn.heads, dim)[:, :, self.head].unsqueeze(1)  # [B, 1, L, D]
-        k = attn.k_proj(x).view(b, length, attn.kv_heads, dim)[:, :, self.head // group].unsqueeze(1)
+        length = x.shape[1]
+        q = _head_rows(attn.q_proj, x, self.head, dim)  # [B, 1, L, D]: only this head's projection
+        k = _head_rows(attn.k_proj, x, self.head // group, dim)
         q, k = apply_rotary(q, cos, sin)[:, 0], apply_rotary(k, cos, sin)[:, 0]  # [B, L, D]
         batch_rows = torch.tensor([r for r, _ in rows])
         positions = torch.tensor([p for _, p in rows])
@@ -92,3 +92,10 @@ class LookupLoss:
         probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
         mass = (probs * targets).sum(-1)
         return -torch.log(mass + 1e-6).mean(), float(mass.detach().mean())
+
+
+def _head_rows(proj: torch.nn.Linear, x: torch.Tensor, head: int, dim: int) -> torch.Tensor:
+    """The projection of x [B, L, E] onto one head's `dim` output rows -> [B, 1, L, D]."""
+    rows = slice(head * dim, (head + 1) * dim)
+    bias = proj.bias[rows] if proj.bias is not None else None
+    return torch.nn.functional.linear(x, proj.weight[rows], bias).unsqueeze(1)
