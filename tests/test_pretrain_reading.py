@@ -189,8 +189,14 @@ def test_lookup_targets_mark_the_asked_shapes_tokens_at_the_answer_position(worl
         sample = pr.scene_sample(rng, processor, ids, 448, 0.3, turns=3)
         targets = lookup_targets(sample, tokenizer, image)
         slots = (sample.input_ids == image).nonzero()[:, 0]
-        for position, mask in targets:
-            assert sample.labels[position] == IGNORE and sample.labels[position + 1] != IGNORE  # predicts an answer
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        for position, mask in targets:  # each predicts an answer word, never its <|im_end|>
+            assert sample.labels[position + 1] not in (IGNORE, end)
+            if sample.labels[position] != IGNORE:
+                continue  # a later word of an answer checked below
+            closing = position + 1 + sample.input_ids[position + 1 :].tolist().index(end)
+            for later in range(position + 1, closing - 1):  # the whole answer looks at the same tokens
+                assert torch.equal(dict(targets)[later], mask)
             before = tokenizer.decode(sample.input_ids[:position]).split("<|im_start|>user\n")[-1]
             question = before.split("<|vision_end|>")[-1].split("<|im_end|>")[0]
             qtype = vqa_type(question)
@@ -208,7 +214,7 @@ def test_lookup_targets_mark_the_asked_shapes_tokens_at_the_answer_position(worl
             asked.add(qtype if qtype != "exists" else "exists yes")
             assert torch.equal(mask.nonzero()[:, 0], slots[holds]) and mask.any()
         answers = int(((sample.labels != IGNORE) & (torch.roll(sample.labels, 1) == IGNORE)).sum())
-        assert len(targets) <= answers == 3
+        assert sum(sample.labels[p] == IGNORE for p, _ in targets) <= answers == 3
     assert asked == {"colour", "where", "exists yes", "exists no"}  # never captions or counts
 
 

@@ -45,8 +45,10 @@ def test_vqa_records_carry_the_asked_shapes_tokens(tmp_path, world_llm, vqa_set)
         if qtype == "count":
             assert sample.lookup is None
             continue
-        [(position, mask)] = sample.lookup
-        assert processor.tokenizer.decode(sample.input_ids[position + 1]).strip() == record["answer"].split()[0]
+        position, mask = sample.lookup[0]  # then one more per further answer token
+        said = sample.input_ids[[p + 1 for p, _ in sample.lookup]]
+        assert processor.tokenizer.decode(said).strip() == record["answer"]
+        assert all(torch.equal(m, mask) for _, m in sample.lookup)
         question = record["messages"][0]["content"][1]["text"]
         assert vqa_type(question) == qtype
         colour, kind = question.rstrip("?").split()[-2:]
@@ -91,9 +93,12 @@ def test_packed_and_padded_batches_keep_each_target_at_its_row_and_position(tmp_
     position_ids = trainer.unwrapped.position_ids
     for batch in (packed_batch(samples, 2048, position_ids, 0), padded_batch(samples, position_ids, 0)):
         rows, targets = batch.lookup_rows, batch.lookup_targets
-        assert len(rows) == len(targets) == 3 and "lookup_rows" not in batch.model_inputs()
+        assert len(rows) == len(targets) == sum(len(s.lookup) for s in samples)
+        assert "lookup_rows" not in batch.model_inputs()
+        firsts = [sum(len(s.lookup) for s in samples[:i]) for i in range(len(samples))]
+        rows, targets = [rows[i] for i in firsts], targets[firsts]
         for sample, (row, position), target in zip(samples, rows, targets, strict=True):
-            [(own_position, own_mask)] = sample.lookup
+            own_position, own_mask = sample.lookup[0]
             start = position - own_position  # where the sample begins in its row
             assert torch.equal(batch.input_ids[row, start : start + len(sample)], sample.input_ids)
             assert torch.equal(target.nonzero()[:, 0], own_mask.nonzero()[:, 0] + start)

@@ -3,7 +3,7 @@
 "What colour is the star?" is answered by finding the grid slots that hold " star" and reading
 their colour. Learned from the answers alone, that lookup by kind did not form in thousands of
 steps (the LLM answered with any colour in the picture: docs/bundled_model.md). This loss names
-the slots instead: at the position that predicts an answer's first token, one head of one layer
+the slots instead: at the positions that predict an answer's words, one head of one layer
 should put its attention on the image tokens of the shape the question asks about (colour and
 where questions). "Is there a red circle?" names both words: the head should find the red circle
 itself, or rest on <|vision_start|> when the picture has none, so that yes or no can be read off
@@ -25,8 +25,9 @@ LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape 
 def lookup_targets(
     sample: Sample, tokenizer, image_token_id: int, words: torch.Tensor | None = None
 ) -> list[tuple[int, torch.Tensor]]:
-    """Per looked-up turn of a one-image chat: (position predicting the answer's first token,
-    bool [L]: the tokens the head should attend to). `words` are the slot words of its image
+    """Per position predicting an answer word of a looked-up turn of a one-image chat (the
+    answer's tokens before <|im_end|>): (that position, bool [L]: the tokens the head should
+    attend to, the same for the whole answer). `words` are the slot words of its image
     tokens ([T, 3]: colour, kind, region ids, -1 for none); by default the sample's pixel_values,
     as in stage 0b's grids."""
     tokens, labels = sample.input_ids, sample.labels
@@ -61,7 +62,11 @@ def lookup_targets(
             mask[image[holds]] = True
         else:
             continue
-        targets.append((start - 1, mask))
+        end = start
+        while end + 1 < len(labels) and labels[end + 1] != IGNORE:
+            end += 1  # the answer's <|im_end|>, not a word
+        # "on the left": the side is said two tokens after the question, and read there
+        targets += [(position, mask) for position in range(start - 1, end - 1)]
     return targets
 
 
