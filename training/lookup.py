@@ -8,8 +8,7 @@ should put its attention on the image tokens of the shape the question asks abou
 where questions). "Is there a red circle?" names both words: the head should find the red circle
 itself, or rest on <|vision_start|> when the picture has none, so that yes or no can be read off
 where it looked (told only the circle, the LLM still had to compare colours and got half the
-answers wrong). A caption looks at each shape while it says it. The loss is -log of that
-attention mass.
+answers wrong). The loss is -log of that attention mass.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import torch
 
 from qwen_vl.modeling.layers import apply_rotary
 from training.data import IGNORE, Sample
-from training.synthetic_world import CAPTION_PROMPT, vqa_type
+from training.synthetic_world import vqa_type
 
 LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape by its kind
 
@@ -26,9 +25,9 @@ LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape 
 def lookup_targets(
     sample: Sample, tokenizer, image_token_id: int, words: torch.Tensor | None = None
 ) -> list[tuple[int, torch.Tensor]]:
-    """Per position predicting an answer word of a looked-up turn (a caption, a colour, where or
-    exists question) of a one-image chat: (that position, bool [L]: the tokens the head should
-    attend to, the same for a whole answer; a caption's change from shape to shape). `words` are the slot words of its image
+    """Per position predicting an answer word of a looked-up turn of a one-image chat (the
+    answer's tokens before <|im_end|>): (that position, bool [L]: the tokens the head should
+    attend to, the same for the whole answer). `words` are the slot words of its image
     tokens ([T, 3]: colour, kind, region ids, -1 for none); by default the sample's pixel_values,
     as in stage 0b's grids."""
     tokens, labels = sample.input_ids, sample.labels
@@ -47,21 +46,15 @@ def lookup_targets(
         turn = [t for t in text[user:header] if t != image_token_id]
         question = tokenizer.decode(turn).split("<|vision_end|>")[-1].split("user\n")[-1]
         question = question.replace("<|im_end|>", "").strip()
-        end = start
-        while end + 1 < len(labels) and labels[end + 1] != IGNORE:
-            end += 1  # the answer's <|im_end|>, not a word
-        if question == CAPTION_PROMPT:
-            targets += _caption_targets(text, start, end, words, image)
-            continue
         try:
             qtype = vqa_type(question)
         except ValueError:
-            continue
+            continue  # a caption
         if qtype not in LOOKUP_TYPES:
             continue
         named = [tokenizer.encode(" " + word)[0] for word in question.rstrip("?").split()[-2:]]
         holds = words[:, 1] == named[1]  # the kind, the question's last word
-        mask = torch.zeros(len(text), dtype=torch.bool)
+        mask = torch.zeros(len(tokens), dtype=torch.bool)
         if qtype == "exists":
             holds &= words[:, 0] == named[0]  # and the colour before it
             mask[image[holds] if holds.any() else vision_start] = True
@@ -69,26 +62,11 @@ def lookup_targets(
             mask[image[holds]] = True
         else:
             continue
+        end = start
+        while end + 1 < len(labels) and labels[end + 1] != IGNORE:
+            end += 1  # the answer's <|im_end|>, not a word
         # "on the left": the side is said two tokens after the question, and read there
         targets += [(position, mask) for position in range(start - 1, end - 1)]
-    return targets
-
-
-def _caption_targets(text: list[int], start: int, end: int, words, image) -> list[tuple[int, torch.Tensor]]:
-    """A caption's (position, target) pairs: from the position that says a shape's colour to the
-    one that says its side ("red circle on the left"), the head looks at that shape, found by
-    its colour and kind; "and a" between shapes looks nowhere in particular."""
-    colours, kinds, sides = (set(column.tolist()) - {-1} for column in words.T)
-    targets, mask = [], None
-    for k in range(start, end):  # text[k] is said at position k - 1
-        if text[k] in colours and k + 1 < end and text[k + 1] in kinds:
-            holds = (words[:, 0] == text[k]) & (words[:, 1] == text[k + 1])
-            mask = torch.zeros(len(text), dtype=torch.bool)
-            mask[image[holds]] = True
-        if mask is not None and mask.any():
-            targets.append((k - 1, mask))
-        if text[k] in sides:
-            mask = None
     return targets
 
 
