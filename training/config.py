@@ -72,10 +72,6 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     image: dict = field(default_factory=dict)  # processor image overrides: min_pixels, max_pixels
-    # the lookup loss (training/lookup.py) on synthetic-world VQA records: head 0 of decoder layer
-    # lookup_layer is told where the asked shape lies; 0 turns it off
-    lookup_weight: float = 0.0
-    lookup_layer: int = -2
 
     def trainable(self) -> dict[str, bool]:
         return {**STAGE_TRAINABLE[self.stage], **self.train}
@@ -203,8 +199,6 @@ _NUMBERS = {
     "keep_last": (int, 1),
     "log_every": (int, 1),
     "stage": (int, 1),
-    "lookup_weight": (float, 0.0),
-    "lookup_layer": (int, -(2**31)),  # negative: counted from the last layer
 }
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +41,6 @@ class Sample:
     pixel_values_videos: torch.Tensor | None = None  # [M, 1176]
     video_grid_thw: torch.Tensor | None = None  # [V, 3]
     second_per_grid_ts: torch.Tensor | None = None  # [V]
-    # the lookup loss's targets (training/lookup.py): (position, bool [L] tokens to attend to)
-    lookup: list[tuple[int, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return self.input_ids.numel()
@@ -104,15 +101,11 @@ def assistant_labels(input_ids: list[int], tokenizer) -> list[int]:
     return labels
 
 
-LookupFn = Callable[[dict, Sample], list[tuple[int, torch.Tensor]]]
-
-
 class ConversationData:
     """Weighted mix of JSON Lines files -> encoded samples in a deterministic order."""
 
-    def __init__(self, sources: list[DataSource], processor, max_seq_len: int, lookup: LookupFn | None = None):
+    def __init__(self, sources: list[DataSource], processor, max_seq_len: int):
         self.sources = sources
-        self.lookup = lookup  # (record, its sample) -> the sample's lookup targets
         self.files = []
         for source in sources:
             path = Path(source.path)
@@ -197,8 +190,6 @@ class ConversationData:
         )
         if sample.label_tokens == 0:
             return self._skip("no_labels")
-        if self.lookup is not None:
-            sample.lookup = self.lookup(record, sample) or None
         return sample
 
     def _skip(self, reason: str) -> None:

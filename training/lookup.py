@@ -3,12 +3,9 @@
 "What colour is the star?" is answered by finding the grid slots that hold " star" and reading
 their colour. Learned from the answers alone, that lookup by kind did not form in thousands of
 steps (the LLM answered with any colour in the picture: docs/bundled_model.md). This loss names
-the slots instead: at the positions that predict an answer's words, one head of one layer
-should put its attention on the image tokens of the shape the question asks about (colour and
-where questions). "Is there a red circle?" names both words: the head should find the red circle
-itself, or rest on <|vision_start|> when the picture has none, so that yes or no can be read off
-where it looked (told only the circle, the LLM still had to compare colours and got half the
-answers wrong). The loss is -log of that attention mass.
+the slots instead: at the position that predicts an answer's first token, one head of one layer
+should put its attention on the image tokens of the shape the question asks about (colour, where
+and exists questions whose kind is in the picture). The loss is -log of that attention mass.
 """
 
 from __future__ import annotations
@@ -22,22 +19,16 @@ from training.synthetic_world import vqa_type
 LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape by its kind
 
 
-def lookup_targets(
-    sample: Sample, tokenizer, image_token_id: int, words: torch.Tensor | None = None
-) -> list[tuple[int, torch.Tensor]]:
-    """Per position predicting an answer word of a looked-up turn of a one-image chat (the
-    answer's tokens before <|im_end|>): (that position, bool [L]: the tokens the head should
-    attend to, the same for the whole answer). `words` are the slot words of its image
-    tokens ([T, 3]: colour, kind, region ids, -1 for none); by default the sample's pixel_values,
-    as in stage 0b's grids."""
-    tokens, labels = sample.input_ids, sample.labels
-    words = sample.pixel_values if words is None else words
+def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, torch.Tensor]]:
+    """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
+    kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
+    whose slot holds the asked kind)."""
+    tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
     if sample.image_grid_thw is None or words is None:
         return []
     image = (tokens == image_token_id).nonzero()[:, 0]
     text = tokens.tolist()
     im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-    vision_start = int(image[0]) - 1  # <|vision_start|>: where "none here" is looked up
     targets = []
     starts = ((labels != IGNORE) & (torch.roll(labels, 1) == IGNORE)).nonzero()[:, 0].tolist()
     for start in starts:
@@ -52,36 +43,23 @@ def lookup_targets(
             continue  # a caption
         if qtype not in LOOKUP_TYPES:
             continue
-        named = [tokenizer.encode(" " + word)[0] for word in question.rstrip("?").split()[-2:]]
-        holds = words[:, 1] == named[1]  # the kind, the question's last word
-        mask = torch.zeros(len(tokens), dtype=torch.bool)
-        if qtype == "exists":
-            holds &= words[:, 0] == named[0]  # and the colour before it
-            mask[image[holds] if holds.any() else vision_start] = True
-        elif holds.any():
+        kind = tokenizer.encode(" " + question.rstrip("?").split()[-1])[0]
+        holds = words[:, 1] == kind
+        if holds.any():
+            mask = torch.zeros(len(tokens), dtype=torch.bool)
             mask[image[holds]] = True
-        else:
-            continue
-        end = start
-        while end + 1 < len(labels) and labels[end + 1] != IGNORE:
-            end += 1  # the answer's <|im_end|>, not a word
-        # "on the left": the side is said two tokens after the question, and read there
-        targets += [(position, mask) for position in range(start - 1, end - 1)]
+            targets.append((start - 1, mask))
     return targets
 
 
-def record_targets(record: dict, sample: Sample, processor, word_ids: dict) -> list[tuple[int, torch.Tensor]]:
-    """lookup_targets of an encoded synthetic-world record about one picture, its slot words read
-    off the record's scene (as vision pre-training labels its tokens); [] for any other record."""
-    scene, grid = record.get("scene"), sample.image_grid_thw
-    if not isinstance(scene, dict) or "shapes" not in scene or grid is None or len(grid) != 1:
-        return []
-    from training.pretrain_reading import slot_words  # stage 0b's module imports this one
-
-    settings = processor.image_settings
-    _, grid_h, grid_w = (int(n) // settings.merge_size for n in grid[0])
-    words = slot_words(scene, scene["height"], scene["width"], grid_h, grid_w, settings.factor, word_ids)
-    return lookup_targets(sample, processor.tokenizer, processor.image_token_id, words)
+def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int):
+    """lookup_targets of a right-padded batch of `samples` -> ((batch row, position) pairs,
+    bool targets [N, width])."""
+    found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id)]
+    targets = torch.zeros(len(found), width, dtype=torch.bool)
+    for i, (_, _, mask) in enumerate(found):
+        targets[i, : len(mask)] = mask
+    return [(row, position) for row, position, _ in found], targets
 
 
 class LookupLoss:
@@ -112,7 +90,7 @@ class LookupLoss:
         if mask is not None:
             allowed = allowed & mask[batch_rows, 0, positions]
         probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
-        mass = (probs * targets.to(probs.device)).sum(-1)
+        mass = (probs * targets).sum(-1)
         return -torch.log(mass + 1e-6).mean(), float(mass.detach().mean())
 
 

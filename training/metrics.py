@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qwen_vl.fileio import atomic_write_text
 
-COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "label_tokens", "samples", "lookup_mass", "seconds")
+COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "label_tokens", "samples", "seconds")
 
 
 class MetricsLog:

@@ -29,8 +29,6 @@ class Batch:
     pixel_values_videos: torch.Tensor | None = None  # [M, 1176]
     video_grid_thw: torch.Tensor | None = None  # [V, 3]
     second_per_grid_ts: torch.Tensor | None = None  # [V]
-    lookup_rows: list[tuple[int, int]] | None = None  # (row, position) of each lookup target
-    lookup_targets: torch.Tensor | None = None  # bool [N, L]: the tokens each should attend to
     samples: int = 0
     tokens: int = 0  # real (non-padding) tokens
 
@@ -39,7 +37,7 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE).sum())
 
     def model_inputs(self) -> dict:
-        skip = {"labels", "samples", "tokens", "lookup_rows", "lookup_targets"}
+        skip = {"labels", "samples", "tokens"}
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
@@ -102,7 +100,6 @@ def _assemble(rows: list[list[Sample]], position_ids: PositionFn, pad_id: int, p
     positions = torch.zeros((3, batch, width), dtype=torch.long)
     segments = torch.zeros((batch, width), dtype=torch.long)
     vision: dict[str, list[torch.Tensor]] = {name: [] for name in _VISION}
-    lookup_rows, lookup_targets = [], []
     for r, row in enumerate(rows):
         at = 0
         for k, sample in enumerate(row, start=1):
@@ -114,10 +111,6 @@ def _assemble(rows: list[list[Sample]], position_ids: PositionFn, pad_id: int, p
             labels[r, at] = IGNORE
             positions[:, r, span] = sample_positions(sample, position_ids)
             segments[r, span] = k
-            for position, mask in sample.lookup or ():
-                lookup_rows.append((r, at + position))
-                lookup_targets.append(torch.zeros(width, dtype=torch.bool))
-                lookup_targets[-1][span] = mask
             at += len(sample)
             for name in _VISION:
                 value = getattr(sample, name)
@@ -132,8 +125,6 @@ def _assemble(rows: list[list[Sample]], position_ids: PositionFn, pad_id: int, p
         attention_mask=None if packed else (segments > 0).long(),
         segment_ids=segments if packed else None,
         **{name: torch.cat(values) if values else None for name, values in vision.items()},
-        lookup_rows=lookup_rows or None,
-        lookup_targets=torch.stack(lookup_targets) if lookup_targets else None,
         samples=samples,
         tokens=tokens,
     )

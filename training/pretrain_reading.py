@@ -42,7 +42,7 @@ from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
-from training.lookup import LookupLoss, lookup_targets
+from training.lookup import LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -302,14 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns)
-        for sample in samples if lookup is not None else ():
-            sample.lookup = lookup_targets(sample, processor.tokenizer, image_id)
         batch = padded_batch(samples, model.position_ids, pad_id)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
-        if batch.lookup_rows:
-            looked, mass = lookup.loss(batch.lookup_rows, batch.lookup_targets)
-            loss = loss + args.lookup_weight * looked
-            masses.append(mass)
+        if lookup is not None:
+            rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
+            if rows:
+                looked, mass = lookup.loss(rows, targets)
+                loss = loss + args.lookup_weight * looked
+                masses.append(mass)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -105,8 +105,7 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
 
-        self.lookup = self._lookup_loss() if cfg.lookup_weight else None
-        self.data = ConversationData(cfg.data, self.processor, cfg.max_seq_len, self.lookup and self._lookup_targets())
+        self.data = ConversationData(cfg.data, self.processor, cfg.max_seq_len)
         tok = self.processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.step, self.position, self.history = 0, 0, []
@@ -138,24 +137,6 @@ class Trainer:
             state.pop("lm_head.weight", None)
         model.load_state_dict(state, strict=not model.config.tie_word_embeddings)
 
-    def _lookup_loss(self):
-        from training.lookup import LookupLoss
-
-        layers = self.unwrapped.model.layers
-        if not -len(layers) <= self.cfg.lookup_layer < len(layers):
-            raise ConfigError(f"lookup_layer {self.cfg.lookup_layer}: the LLM has layers 0-{len(layers) - 1}")
-        return LookupLoss(layers[self.cfg.lookup_layer])
-
-    def _lookup_targets(self):
-        from training.lookup import record_targets
-        from training.pretrain_vision import shape_word_ids
-
-        try:
-            word_ids = shape_word_ids(self.processor.tokenizer)
-        except ValueError as err:
-            raise ConfigError(f"lookup_weight: {err}; the lookup loss is for the synthetic world's tokenizer") from None
-        return lambda record, sample: record_targets(record, sample, self.processor, word_ids)
-
     # ---- data ------------------------------------------------------------------------------
     def _micro_batch(self) -> Batch:
         """This process's share of the next `batch_size * world` samples of the stream."""
@@ -185,7 +166,7 @@ class Trainer:
                     f"data: none of the {self.data.epoch_length()} samples is usable ({self._skip_text()})"
                 )
         sample = self.spare
-        return Sample(**{**sample.__dict__, "labels": torch.full_like(sample.labels, IGNORE), "lookup": None})
+        return Sample(**{**sample.__dict__, "labels": torch.full_like(sample.labels, IGNORE)})
 
     # ---- one optimizer step ----------------------------------------------------------------
     def train_step(self) -> dict:
@@ -207,19 +188,13 @@ class Trainer:
         # DDP averages gradients over processes: scale by world so the result is sum / global count
         scale = self.world / max(label_tokens, 1.0)
         loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
-        masses = []  # the lookup head's attention on its targets, per micro-batch with any
         for index, batch in enumerate(batches):
             batch = batch.to(acc.device)
             sync = index == len(batches) - 1
             with nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
                 logits = self.model(**batch.model_inputs()).logits
                 step_sum = token_loss_sum(logits, batch.labels)
-                objective = step_sum * scale
-                if self.lookup is not None and batch.lookup_rows:
-                    looked, mass = self.lookup.loss(batch.lookup_rows, batch.lookup_targets)
-                    objective = objective + cfg.lookup_weight * looked / len(batches)
-                    masses.append(mass)
-            acc.backward(objective)
+            acc.backward(step_sum * scale)
             loss_sum += step_sum.detach().double()
         grad_norm = None
         if cfg.max_grad_norm is not None:
@@ -241,7 +216,6 @@ class Trainer:
             "samples": int(samples),
             "computed": int(computed),
             "image_patches": int(patches),
-            "lookup_mass": sum(masses) / len(masses) if masses else None,
             "seconds": time.perf_counter() - started,
         }
 
@@ -333,9 +307,6 @@ class Trainer:
             "skipped": skipped,
             "final": str(final),
         }
-        if self.lookup is not None:
-            masses = [r["lookup_mass"] for r in self.history[-100:] if r.get("lookup_mass") is not None]
-            summary["lookup_mass_last_100_steps"] = round(sum(masses) / len(masses), 4) if masses else None
         if acc.is_main_process:
             from qwen_vl.fileio import atomic_write_text
 
@@ -358,10 +329,6 @@ def print_summary(summary: dict) -> None:
             print(f"skipped {n} sample(s): {reason} ({SKIP_REASONS[reason]})")
     else:
         print("skipped samples: none")
-    if summary.get("lookup_mass_last_100_steps") is not None:
-        print(
-            f"lookup head's attention on the asked shapes, last 100 steps: {summary['lookup_mass_last_100_steps']:.1%}"
-        )
     print(f"model: {summary['final']}")
 
 
