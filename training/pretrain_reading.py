@@ -237,7 +237,7 @@ def parse_args(argv):
         type=int,
         default=None,
         help="with --lookup-weight: 'Is there ...?' looks up the asked shape itself, or <|vision_start|> when it is "
-        "not there, with this head of the lookup layer, one with keys of its own (default: by its kind, with head 0)",
+        "not there, with this head of the lookup layer (default: by its kind, with head 0)",
     )
     p.add_argument(
         "--lookup-layer",
@@ -277,18 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    layers, text = len(model.model.layers), model.config.text
+    layers, heads = len(model.model.layers), model.config.text.num_attention_heads
     if args.lookup_weight and not -layers <= args.lookup_layer < layers:
         print(f"error: --lookup-layer {args.lookup_layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
         return 2
-    # heads of one group share their keys: an exists head beside head 0 would pull its keys both ways
-    group = text.num_attention_heads // text.num_key_value_heads
-    if args.exists_head is not None and not group <= args.exists_head < text.num_attention_heads:
-        print(
-            f"error: --exists-head {args.exists_head}: heads 0-{group - 1} share head 0's keys; "
-            f"the LLM's other heads are {group}-{text.num_attention_heads - 1}",
-            file=sys.stderr,
-        )
+    if args.exists_head is not None and not 0 <= args.exists_head < heads:
+        print(f"error: --exists-head {args.exists_head}: the LLM has heads 0-{heads - 1}", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise)
