@@ -134,22 +134,6 @@ def test_stage0b_with_the_lookup_loss_reports_its_heads_attention(world_llm, tmp
     assert pr.main([*base, "--lookup-layer", "0"]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith("step 2/2 ") and "; lookup head's attention on the asked shape " in line
-    assert "exists target" not in line
-    assert pr.main([*base, "--lookup-layer", "0", "--exists-head", "2"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --exists-head 2: the LLM has heads 0-1"
-    exists = [*base, "--lookup-layer", "0", "--exists-head", "1", "--turns", "8"]  # the last --turns counts
-    assert pr.main(exists) == 0
-    line = capsys.readouterr().out.splitlines()[0]
-    assert (
-        "; lookup head's attention on the asked shape " in line
-        and "; lookup head's attention on the exists target " in line
-    )
-
-
-def test_exists_head_without_the_lookup_loss_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exit:
-        pr.parse_args(["--llm", "a", "--out", "b", "--exists-head", "1"])
-    assert exit.value.code == 2 and "--exists-head needs --lookup-weight" in capsys.readouterr().err
 
 
 def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
@@ -254,30 +238,3 @@ def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
     assert loss.item() == pytest.approx(float(-torch.log(expected + 1e-6).mean()), rel=1e-4)
     loss.backward()  # it trains the layer's query and key projections
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
-
-
-def test_exists_by_shape_looks_up_the_asked_shape_or_vision_start(world_llm):
-    from training.lookup import lookup_targets
-
-    processor = QwenVLProcessor.from_pretrained(world_llm)
-    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
-    image, start = processor.image_token_id, tokenizer.convert_tokens_to_ids("<|vision_start|>")
-    rng, cases = np.random.default_rng(3), set()
-    for _ in range(40):
-        sample = pr.scene_sample(rng, processor, ids, 448, 0.0, "exists")
-        question = tokenizer.decode(sample.input_ids).split("<|vision_end|>")[-1].split("<|im_end|>")[0]
-        colour, kind = (tokenizer.encode(" " + word)[0] for word in question.rstrip("?").split()[-2:])
-        slots = sample.pixel_values
-        by_kind = lookup_targets(sample, tokenizer, image)
-        ((position, mask),) = lookup_targets(sample, tokenizer, image, ("exists",), exists_by_shape=True)
-        assert sample.labels[position] == IGNORE and sample.labels[position + 1] != IGNORE
-        shape = (slots[:, 1] == kind) & (slots[:, 0] == colour)
-        if shape.any():  # the answer is yes: exactly the asked shape's tokens
-            image_positions = (sample.input_ids == image).nonzero()[:, 0]
-            assert torch.equal(mask.nonzero()[:, 0], image_positions[shape])
-            cases.add("shape")
-        else:  # nothing to find: the block's start, wherever the kind is
-            assert sample.input_ids[mask].tolist() == [start] and int(mask.sum()) == 1
-            cases.add("kind elsewhere" if by_kind else "no kind")
-        assert lookup_targets(sample, tokenizer, image, ("colour", "where")) == []  # other types only when asked
-    assert cases == {"shape", "kind elsewhere", "no kind"}

@@ -6,12 +6,6 @@ steps (the LLM answered with any colour in the picture: docs/bundled_model.md). 
 the slots instead: at the position that predicts an answer's first token, one head of one layer
 should put its attention on the image tokens of the shape the question asks about (colour, where
 and exists questions whose kind is in the picture). The loss is -log of that attention mass.
-
-Looked up by its kind, "Is there a red circle?" still needs the found circle's colour compared
-with the asked one, and the stage-0b LLM did not learn that step: it answered 37% of the
-questions whose kind was there in another colour right (docs/bundled_model.md). With `exists_by_shape`, an exists question
-instead looks up the asked shape itself (the tokens of a red circle) or, when there is none,
-`<|vision_start|>`, a place that holds no shape, so that the answer is whether the head found one.
 """
 
 from __future__ import annotations
@@ -25,13 +19,10 @@ from training.synthetic_world import vqa_type
 LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape by its kind
 
 
-def lookup_targets(
-    sample: Sample, tokenizer, image_token_id: int, types=LOOKUP_TYPES, exists_by_shape: bool = False
-) -> list[tuple[int, torch.Tensor]]:
-    """Per looked-up turn (a question of one of `types`) of an image chat whose pixel_values are
-    slot words ([T, 3]: colour, kind, region ids): (position predicting the answer's first token,
-    bool [L]: the image tokens whose slot holds the asked kind; with exists_by_shape, for an
-    exists question, those holding the asked colour and kind, or else the `<|vision_start|>`)."""
+def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, torch.Tensor]]:
+    """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
+    kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
+    whose slot holds the asked kind)."""
     tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
     if sample.image_grid_thw is None or words is None:
         return []
@@ -50,26 +41,21 @@ def lookup_targets(
             qtype = vqa_type(question)
         except ValueError:
             continue  # a caption
-        if qtype not in types:
+        if qtype not in LOOKUP_TYPES:
             continue
-        *_, colour, kind = (tokenizer.encode(" " + word)[0] for word in question.rstrip("?").split())
+        kind = tokenizer.encode(" " + question.rstrip("?").split()[-1])[0]
         holds = words[:, 1] == kind
-        mask = torch.zeros(len(tokens), dtype=torch.bool)
-        if exists_by_shape and qtype == "exists":
-            holds = holds & (words[:, 0] == colour)
-            mask[image[0] - 1 if not holds.any() else image[holds]] = True  # - 1: <|vision_start|>
-        elif holds.any():
+        if holds.any():
+            mask = torch.zeros(len(tokens), dtype=torch.bool)
             mask[image[holds]] = True
-        else:
-            continue
-        targets.append((start - 1, mask))
+            targets.append((start - 1, mask))
     return targets
 
 
-def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int, **which):
-    """lookup_targets (of the turns `which` selects) of a right-padded batch of `samples` ->
-    ((batch row, position) pairs, bool targets [N, width])."""
-    found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id, **which)]
+def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int):
+    """lookup_targets of a right-padded batch of `samples` -> ((batch row, position) pairs,
+    bool targets [N, width])."""
+    found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id)]
     targets = torch.zeros(len(found), width, dtype=torch.bool)
     for i, (_, _, mask) in enumerate(found):
         targets[i, : len(mask)] = mask

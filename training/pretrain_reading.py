@@ -42,7 +42,7 @@ from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
-from training.lookup import LOOKUP_TYPES, LookupLoss, batch_targets
+from training.lookup import LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -233,13 +233,6 @@ def parse_args(argv):
         help="weight of the lookup loss (training/lookup.py): one head attends to the asked shape's tokens",
     )
     p.add_argument(
-        "--exists-head",
-        type=int,
-        default=None,
-        help="with --lookup-weight: 'Is there ...?' looks up the asked shape itself, or <|vision_start|> when it is "
-        "not there, with this head of the lookup layer (default: by its kind, with head 0)",
-    )
-    p.add_argument(
         "--lookup-layer",
         type=int,
         default=-2,
@@ -255,8 +248,6 @@ def parse_args(argv):
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
     if args.lookup_weight < 0:
         p.error(f"--lookup-weight is >= 0, got {args.lookup_weight}")
-    if args.exists_head is not None and not args.lookup_weight:
-        p.error("--exists-head needs --lookup-weight (it names a target of the lookup loss)")
     for name in ("caption_share", "clip_share"):
         if not 0 <= getattr(args, name) <= 1:
             p.error(f"--{name.replace('_', '-')}: a share is in [0, 1], got {getattr(args, name)}")
@@ -277,12 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    layers, heads = len(model.model.layers), model.config.text.num_attention_heads
+    layers = len(model.model.layers)
     if args.lookup_weight and not -layers <= args.lookup_layer < layers:
         print(f"error: --lookup-layer {args.lookup_layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
-        return 2
-    if args.exists_head is not None and not 0 <= args.exists_head < heads:
-        print(f"error: --exists-head {args.exists_head}: the LLM has heads 0-{heads - 1}", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise)
@@ -309,27 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     heldout |= {qtype: [draw(heldout_rng, 20, 0.0, 0.0, qtype)] for qtype in VQA_TYPES}
     if args.clip_share > 0:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
-    # (loss on one head, which turns it looks up): the kind lookups on head 0, and with --exists-head
-    # the exists questions by their whole shape on that head
-    lookups = []
-    if args.lookup_weight:
-        layer = model.model.layers[args.lookup_layer]
-        kind_types = LOOKUP_TYPES if args.exists_head is None else ("colour", "where")
-        lookups.append((LookupLoss(layer), {"types": kind_types}))
-        if args.exists_head is not None:
-            lookups.append((LookupLoss(layer, args.exists_head), {"types": ("exists",), "exists_by_shape": True}))
-    image_id, masses = processor.image_token_id, [[] for _ in lookups]
+    lookup = LookupLoss(model.model.layers[args.lookup_layer]) if args.lookup_weight else None
+    image_id, masses = processor.image_token_id, []
     started = time.time()
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns)
         batch = padded_batch(samples, model.position_ids, pad_id)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
-        for (lookup, which), seen in zip(lookups, masses, strict=True):
-            rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1], **which)
+        if lookup is not None:
+            rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
             if rows:
                 looked, mass = lookup.loss(rows, targets)
                 loss = loss + args.lookup_weight * looked
-                seen.append(mass)
+                masses.append(mass)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -345,10 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                 if group not in VQA_TYPES
             )
             shares += "; VQA answers: " + ", ".join(f"{qtype} {read[qtype]['answers']:.0%}" for qtype in VQA_TYPES)
-            for name, seen in zip(("the asked shape", "the exists target"), masses, strict=False):
-                if seen:
-                    shares += f"; lookup head's attention on {name} {sum(seen) / len(seen):.0%}"
-                    seen.clear()
+            if masses:
+                shares += f"; lookup head's attention on the asked shape {sum(masses) / len(masses):.0%}"
+                masses.clear()
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read {shares}", flush=True)
     try:
         model.eval().save_llm(args.out)
