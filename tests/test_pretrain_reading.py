@@ -136,6 +136,19 @@ def test_stage0b_with_the_lookup_loss_reports_its_heads_attention(world_llm, tmp
     assert line.startswith("step 2/2 ") and "; lookup head's attention on the asked shape " in line
 
 
+def test_stage0b_in_bf16_autocast_trains_fp32_weights_from_bf16_sums(world_llm, tmp_path):
+    base = ["--llm", str(world_llm), "--steps", "1", "--batch-size", "2", "--turns", "2"]
+    base += ["--lookup-weight", "1", "--lookup-layer", "0"]
+    assert pr.main([*base, "--out", str(tmp_path / "fp32")]) == 0
+    assert pr.main([*base, "--out", str(tmp_path / "bf16"), "--bf16"]) == 0
+    fp32, bf16 = (load_file(tmp_path / run / "model.safetensors") for run in ("fp32", "bf16"))
+    start = load_file(world_llm / "model.safetensors")
+    key = "model.layers.0.mlp.up_proj.weight"
+    assert bf16[key].dtype == torch.float32
+    assert not torch.equal(bf16[key], start[key])  # it learned
+    assert not torch.equal(bf16[key], fp32[key])  # from other (bf16) sums than the fp32 run
+
+
 def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
     rows = pv.llm_word_rows(str(world_llm))
     assert {k: len(v) for k, v in rows.items()} == {"colour": 8, "kind": 4, "region": 3}

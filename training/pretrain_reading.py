@@ -217,6 +217,7 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the training forward (weights stay fp32)")
     p.add_argument(
         "--caption-share", type=float, default=0.5, help="share of captions among picture turns (the rest: VQA)"
     )
@@ -303,13 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns)
         batch = padded_batch(samples, model.position_ids, pad_id)
-        loss = model(**batch.model_inputs(), labels=batch.labels).loss
-        if lookup is not None:
-            rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
-            if rows:
-                looked, mass = lookup.loss(rows, targets)
-                loss = loss + args.lookup_weight * looked
-                masses.append(mass)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(**batch.model_inputs(), labels=batch.labels).loss
+            if lookup is not None:
+                rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
+                if rows:
+                    looked, mass = lookup.loss(rows, targets)
+                    loss = loss + args.lookup_weight * looked
+                    masses.append(mass)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
