@@ -304,14 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns)
         batch = padded_batch(samples, model.position_ids, pad_id)
+        rows = []
+        if lookup is not None:
+            rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             loss = model(**batch.model_inputs(), labels=batch.labels).loss
-            if lookup is not None:
-                rows, targets = batch_targets(samples, processor.tokenizer, image_id, batch.input_ids.shape[1])
-                if rows:
-                    looked, mass = lookup.loss(rows, targets)
-                    loss = loss + args.lookup_weight * looked
-                    masses.append(mass)
+            if rows:
+                looked, mass = lookup.loss(rows, targets)
+                loss = loss + args.lookup_weight * looked
+                masses.append(mass)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
