@@ -251,3 +251,64 @@ def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
     assert loss.item() == pytest.approx(float(-torch.log(expected + 1e-6).mean()), rel=1e-4)
     loss.backward()  # it trains the layer's query and key projections
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_token_seconds_give_each_video_token_the_second_its_absolute_time_id_says(world_llm):
+    from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+    from training.time_code import token_seconds
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    model = QwenVLForConditionalGeneration.from_llm(world_llm)
+    ids, video = pv.shape_word_ids(processor.tokenizer), processor.video_token_id
+    per_second = model.config.vision.tokens_per_second
+    for seed in range(6):
+        sample = pr.clip_sample(np.random.default_rng(seed), processor, ids)
+        seconds = token_seconds(sample, processor.image_settings.merge_size)
+        positions, _ = model.position_ids(
+            sample.input_ids[None], None, None, sample.video_grid_thw, sample.second_per_grid_ts
+        )
+        temporal = positions[0, 0, sample.input_ids == video]
+        assert len(seconds) == len(temporal) and seconds[0] == 0 and seconds[-1] >= 2  # clips last 3-10 s
+        # the M-RoPE temporal id is the token's time in ticks of 1/per_second s, cut down to a tick
+        ticks = (temporal - temporal[0]).float() / per_second
+        assert ((seconds - ticks).abs() <= 0.5 + 1 / per_second).all()
+
+
+def test_stage0b_with_the_time_code_reports_how_well_it_is_read(world_llm, tmp_path, capsys):
+    base = ["--llm", str(world_llm), "--out", str(tmp_path / "read"), "--steps", "2", "--batch-size", "4"]
+    base += ["--clip-share", "1", "--time-weight", "1"]
+    assert pr.main([*base, "--time-layer", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --time-layer 1: the LLM has layers 0-0"
+    assert pr.main(base) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("step 2/2 ") and "; time code " in line and " of video tokens" in line
+
+
+def test_a_when_question_about_a_clip_looks_up_its_event_where_it_first_shows(world_llm):
+    from training.lookup import lookup_targets
+    from training.time_code import token_seconds
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer, video = pv.shape_word_ids(processor.tokenizer), processor.tokenizer, processor.video_token_id
+    asked = set()
+    for seed in range(30):
+        scene = sample_video_scene(np.random.default_rng(seed), TRAIN_FPS)
+        sample = pr.clip_sample(np.random.default_rng(seed), processor, ids)
+        targets = lookup_targets(sample, tokenizer, processor.image_token_id)
+        answer = tokenizer.decode(sample.input_ids[sample.labels != IGNORE])
+        if not answer.startswith("At "):
+            assert targets == []  # "Which way does it move?" has no second to read
+            continue
+        ((position, mask),) = targets
+        asked.add(scene.event.type)
+        assert tokenizer.decode(sample.input_ids[position + 1]) == answer.split()[1][0]  # it predicts the number
+        assert (sample.input_ids[mask] == video).all()
+        # the marked slots hold the event's kind, all in one temporal token: the one at the event's
+        # second, or for a disappearance the one before it
+        kind = ids["kind"][pv.KIND_CLASSES.index(scene.shapes[scene.event.shape].kind)]
+        slots = mask[sample.input_ids == video]
+        assert (sample.pixel_values_videos[slots, 1] == kind).all()
+        seconds = token_seconds(sample, processor.image_settings.merge_size)[slots].unique()
+        expected = scene.event.second - (scene.event.type == "disappear")
+        assert len(seconds) == 1 and abs(int(seconds[0]) - expected) <= 1
+    assert asked >= {"appear", "disappear", "colour"}

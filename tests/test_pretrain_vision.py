@@ -224,6 +224,18 @@ def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
         assert (targets[pairs:] == pv.IGNORE).all()  # a drill has no region and no words
 
 
+def test_log_drawn_drills_put_about_half_of_their_shapes_under_42_px():
+    def sides(sizes):
+        scenes = [pv.drill_scene(np.random.default_rng(seed), sizes) for seed in range(400)]
+        return np.array([s.shapes[0].bbox[2] - s.shapes[0].bbox[0] for s in scenes]), [s.width for s in scenes]
+
+    linear, canvas = sides("linear")
+    assert (linear >= 0.3 * np.array(canvas) - 1).all() and (linear < 42).mean() < 0.3
+    small, canvas = sides("log")
+    assert small.min() >= pv.SMALL_DRILL_PX and (small <= np.array(canvas)).all()
+    assert 0.45 < (small < 42).mean() < 0.7 and (small >= 70).any()  # large shapes stay in the mix
+
+
 def test_drills_keep_their_own_size_under_a_processor_that_upscales_small_pictures():
     small, upscaling = (
         ImageSettings(min_pixels=3136, max_pixels=100352),
@@ -273,6 +285,8 @@ def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, 
                 "2",
                 "--word-drills",
                 "2",
+                "--drill-sizes",
+                "log",
                 "--heldout",
                 str(data),
                 "--pooled-weight",

@@ -6,9 +6,13 @@ steps (the LLM answered with any colour in the picture: docs/bundled_model.md). 
 the slots instead: at the position that predicts an answer's first token, one head of one layer
 should put its attention on the image tokens of the shape the question asks about (colour, where
 and exists questions whose kind is in the picture). The loss is -log of that attention mass.
+For a clip's "When does ...?" the head is told where the event first shows (EventSample), at the
+position that predicts the answer's number.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -17,13 +21,27 @@ from training.data import IGNORE, Sample
 from training.synthetic_world import vqa_type
 
 LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape by its kind
+NUMBER_AT = 2  # "At 4 seconds." is "At", " ", "4", ...: the number is the answer's third token
+
+
+@dataclass
+class EventSample(Sample):
+    """A one-question clip sample that knows where its event first shows."""
+
+    event_slots: torch.Tensor | None = None  # bool [L]: the event's shape where it first shows; None: not a "when"
 
 
 def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, torch.Tensor]]:
     """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
     kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
-    whose slot holds the asked kind)."""
+    whose slot holds the asked kind). For an EventSample: (position predicting its answer's
+    number, the video tokens of its event)."""
     tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
+    if isinstance(sample, EventSample):
+        if sample.event_slots is None or not sample.event_slots.any():
+            return []
+        answer = int((labels != IGNORE).nonzero()[0, 0])
+        return [(answer + NUMBER_AT - 1, sample.event_slots)]
     if sample.image_grid_thw is None or words is None:
         return []
     image = (tokens == image_token_id).nonzero()[:, 0]

@@ -42,7 +42,7 @@ from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
-from training.lookup import LookupLoss, batch_targets
+from training.lookup import EventSample, LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -59,6 +59,7 @@ from training.synthetic_world import (
     sample_video_scene,
     sample_vqa,
 )
+from training.time_code import TimeCode, token_seconds
 
 MIN_SIDE = 64  # px: the smallest scene side, as in the synthetic world's defaults
 
@@ -161,13 +162,35 @@ def frame_shapes(scene: VideoScene, frame: int) -> dict:
     return {"shapes": shapes}
 
 
-def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
+WHEN_TYPES = ("appear", "disappear", "change", "start")  # the clip questions answered with a second
+
+
+def event_slots(scene: VideoScene, shown: list[int], gh: int, gw: int, factor: int) -> torch.Tensor | None:
+    """bool [len(shown) * gh * gw]: the slots of the event's shape in the first temporal token
+    whose frame (`shown`: one per token) is at or after the event (for a disappearance, the last
+    token that still shows it); None where the sampled frames do not show that."""
+    first = next((k for k, frame in enumerate(shown) if frame >= scene.event.second * scene.fps), None)
+    k = None if first is None else first - (scene.event.type == "disappear")
+    if k is None or k < 0:
+        return None
+    visible, colour, bbox = scene.shape_state(scene.event.shape, shown[k])
+    if not visible:
+        return None
+    shape = {"kind": scene.shapes[scene.event.shape].kind, "colour": colour, "bbox": bbox}
+    owners = shape_labels({"shapes": [shape]}, token_boxes(scene.height, scene.width, gh, gw, factor))[3]
+    slots = torch.zeros(len(shown), gh * gw, dtype=torch.bool)
+    slots[k] = torch.tensor(owners) > 0
+    return slots.flatten()
+
+
+def clip_sample(rng: np.random.Generator, processor, ids: dict) -> EventSample:
     """One fresh question about a clip drawn from `rng`, sampled as the processor samples a video
     file (2 fps, frame pairs per temporal token, the frame size its pixel budget gives): each
     temporal token's slots hold the words of the first frame of its pair, at the clip's
-    absolute-time M-RoPE ids, the only place an answer's seconds can be read from."""
+    absolute-time M-RoPE ids, the only place an answer's seconds can be read from. A "when"
+    question also marks where its event first shows (the lookup loss's target)."""
     scene = sample_video_scene(rng, TRAIN_FPS)
-    _, prompt, answer = sample_video_question(rng, scene)
+    qtype, prompt, answer = sample_video_question(rng, scene)
     image, video = processor.image_settings, processor.video_settings
     count = sample_frame_count(scene.frame_count, scene.fps, video.fps, None, video.min_frames, video.max_frames)
     everything = FrameRange(0, scene.frame_count - 1)
@@ -175,12 +198,13 @@ def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
     height, width = frame_size(count, scene.height, scene.width, image, video)
     gh, gw = height // image.factor, width // image.factor
     tp = image.temporal_patch_size
+    shown = frames[::tp]
     words = torch.cat(
-        [slot_words(frame_shapes(scene, f), scene.height, scene.width, gh, gw, image.factor, ids) for f in frames[::tp]]
+        [slot_words(frame_shapes(scene, f), scene.height, scene.width, gh, gw, image.factor, ids) for f in shown]
     )
     merge = image.merge_size
     seconds = tp / sampled_fps(count, everything, scene.fps)
-    return grid_sample(
+    sample = grid_sample(
         processor,
         "video",
         [(prompt, answer)],
@@ -188,6 +212,12 @@ def clip_sample(rng: np.random.Generator, processor, ids: dict) -> Sample:
         [count // tp, merge * gh, merge * gw],
         second_per_grid_ts=torch.tensor([seconds]),
     )
+    slots = event_slots(scene, shown, gh, gw, image.factor) if qtype in WHEN_TYPES else None
+    marked = None
+    if slots is not None:
+        marked = torch.zeros(len(sample), dtype=torch.bool)
+        marked[sample.input_ids == processor.video_token_id] = slots
+    return EventSample(**vars(sample), event_slots=marked)
 
 
 def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
@@ -239,6 +269,15 @@ def parse_args(argv):
         default=-2,
         help="the decoder layer whose head 0 the lookup loss trains (negative: from the last; -2 leaves one layer after it)",
     )
+    p.add_argument(
+        "--time-weight",
+        type=float,
+        default=0.0,
+        help="weight of the time-code loss (training/time_code.py): each video token's second, probed after --time-layer",
+    )
+    p.add_argument(
+        "--time-layer", type=int, default=0, help="the decoder layer whose output the time code is read from"
+    )
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
     p.add_argument("--seed", type=int, default=0)
@@ -247,8 +286,9 @@ def parse_args(argv):
         p.error("--steps, --batch-size and --turns are >= 1")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
-    if args.lookup_weight < 0:
-        p.error(f"--lookup-weight is >= 0, got {args.lookup_weight}")
+    for name in ("lookup_weight", "time_weight"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} is >= 0, got {getattr(args, name)}")
     for name in ("caption_share", "clip_share"):
         if not 0 <= getattr(args, name) <= 1:
             p.error(f"--{name.replace('_', '-')}: a share is in [0, 1], got {getattr(args, name)}")
@@ -270,14 +310,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     layers = len(model.model.layers)
-    if args.lookup_weight and not -layers <= args.lookup_layer < layers:
-        print(f"error: --lookup-layer {args.lookup_layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
-        return 2
+    for name in ("lookup", "time"):
+        layer = getattr(args, f"{name}_layer")
+        if getattr(args, f"{name}_weight") and not -layers <= layer < layers:
+            print(f"error: --{name}-layer {layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
+            return 2
     torch.manual_seed(args.seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise)
     model.model.embed_tokens.weight.requires_grad_(False)  # stage 0's fixed random embeddings stay
     model.train()
     params = [p for name, p in model.named_parameters() if not name.startswith("visual.") and p.requires_grad]
+    timecode = None
+    if args.time_weight:
+        timecode = TimeCode(model.model.layers[args.time_layer], model.config.text.hidden_size)
+        params += list(timecode.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
@@ -299,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.clip_share > 0:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
     lookup = LookupLoss(model.model.layers[args.lookup_layer]) if args.lookup_weight else None
-    image_id, masses = processor.image_token_id, []
+    image_id, masses, timed = processor.image_token_id, [], []
+    merge = processor.image_settings.merge_size
     started = time.time()
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns)
@@ -313,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                 looked, mass = lookup.loss(rows, targets)
                 loss = loss + args.lookup_weight * looked
                 masses.append(mass)
+            video = batch.input_ids == processor.video_token_id
+            if timecode is not None and video.any():
+                coded, right = timecode.loss(video, torch.cat([token_seconds(s, merge) for s in samples]))
+                loss = loss + args.time_weight * coded
+                timed.append(right)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -331,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             if masses:
                 shares += f"; lookup head's attention on the asked shape {sum(masses) / len(masses):.0%}"
                 masses.clear()
+            if timed:
+                shares += f"; time code {sum(timed) / len(timed):.0%} of video tokens"
+                timed.clear()
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}; read {shares}", flush=True)
     try:
         model.eval().save_llm(args.out)

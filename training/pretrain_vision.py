@@ -72,6 +72,8 @@ TOKEN_HEADS = ("colour", "kind", "word", "region")
 SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
 REPORTED = (*TOKEN_HEADS, "kind per shape", "word per word")  # the last two: heads on the mean token of each
 DRILL_SIDES = (56, 140)  # canvas side, px: at most 10x10 patches, so a drill costs little
+DRILL_SIZES = ("linear", "log")  # how a drill's shape side is drawn (drill_scene)
+SMALL_DRILL_PX = 14  # the smallest shape side of log-drawn drills: one patch
 DRILL_MIN_PIXELS = 56 * 56  # drills are encoded at their own size, whatever the processor's min_pixels
 WORD_DRILL_FONT = (10, 60)  # px: the 5th to 80th percentile of OCR font sizes once images are resized
 WORD_DRILL_MARGIN = (2, 24)  # px of background around the ink
@@ -177,14 +179,20 @@ def encode(record: dict, base: Path, settings: ImageSettings):
     return encode_image(load_image(media["image"], base), record["scene"], settings)
 
 
-def drill_scene(rng: np.random.Generator) -> ImageScene:
+def drill_scene(rng: np.random.Generator, sizes: str = "linear") -> ImageScene:
     """A shape drill: one shape filling most of a small canvas of the world's backgrounds, so
     that its outline crosses several patches. A from-scratch ViT learns a shape's kind slowly
     from whole scenes, where most shapes span a patch or two (after 600 steps it was still near
-    chance). On drill-sized canvases a probe reached 97% in 3,000 steps of 32 (docs/bundled_model.md)."""
+    chance). On drill-sized canvases a probe reached 97% in 3,000 steps of 32 (docs/bundled_model.md).
+    sizes "linear": the shape's side uniform from 30% of the canvas to all of it; "log": log-uniform
+    from SMALL_DRILL_PX, so about half of the drills hold a shape under 42 px, the sizes on
+    which the captions name most wrong kinds."""
     side = int(rng.integers(DRILL_SIDES[0], DRILL_SIDES[1] + 1))
     background = sample_background(rng)
-    size = int(rng.integers(max(MIN_SHAPE_PX, int(0.3 * side)), side + 1))
+    if sizes == "log":
+        size = int(np.exp(rng.uniform(np.log(SMALL_DRILL_PX), np.log(side + 1))))
+    else:
+        size = int(rng.integers(max(MIN_SHAPE_PX, int(0.3 * side)), side + 1))
     x0, y0 = (int(v) for v in rng.integers(0, side - size + 1, 2))
     kind, colour = str(rng.choice(KINDS)), str(rng.choice(colours_on(background.colour)))
     return ImageScene(side, side, background, [Shape(kind, colour, [x0, y0, x0 + size, y0 + size])])
@@ -202,14 +210,15 @@ def word_drill_scene(rng: np.random.Generator) -> TextScene:
     return TextScene(width, height, background, [word], colour, size, origin, text_bbox(word, size, origin))
 
 
-def encode_drill(rng: np.random.Generator, settings: ImageSettings, words: bool = False):
-    """encode()'s tuple for a fresh shape drill (or word drill), at its own size: a processor that
-    upscales small pictures (min_pixels) would turn a drill into many times the tokens it needs."""
+def encode_drill(rng: np.random.Generator, settings: ImageSettings, words: bool = False, sizes: str = "linear"):
+    """encode()'s tuple for a fresh shape drill (its shape side drawn as `sizes` says) or word
+    drill, at its own size: a processor that upscales small pictures (min_pixels) would turn a
+    drill into many times the tokens it needs."""
     settings = replace(settings, min_pixels=min(settings.min_pixels, DRILL_MIN_PIXELS))
     if words:
         scene = word_drill_scene(rng)
         return encode_image(render_text_scene(scene), scene.to_dict(), settings)
-    scene = drill_scene(rng)
+    scene = drill_scene(rng, sizes)
     return encode_image(render_image_scene(scene), scene.to_dict(), settings)
 
 
@@ -355,11 +364,19 @@ def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
     return records
 
 
-def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generator | None = None, word_drills: int = 0):
+def batch_of(
+    records,
+    indices,
+    settings,
+    drills: int = 0,
+    rng: np.random.Generator | None = None,
+    word_drills: int = 0,
+    drill_sizes: str = "linear",
+):
     """(pixel_values, grid_thw [I, 3], tokens per image, token labels, image targets, counts) of
     the records at `indices`, `drills` fresh shape drills and `word_drills` word drills drawn from `rng`."""
     samples = [encode(records[i][0], records[i][1], settings) for i in indices]
-    samples += [encode_drill(rng, settings) for _ in range(drills)]
+    samples += [encode_drill(rng, settings, sizes=drill_sizes) for _ in range(drills)]
     samples += [encode_drill(rng, settings, words=True) for _ in range(word_drills)]
     rows, grids, labels, targets, counts = zip(*samples, strict=True)
     sizes = [len(x) for x in labels]
@@ -409,6 +426,12 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16, help="scenes from --data per step")
     p.add_argument("--drills", type=int, default=32, help="shape drills (one big shape on a small canvas) per step")
+    p.add_argument(
+        "--drill-sizes",
+        choices=DRILL_SIZES,
+        default="linear",
+        help="shape side of a drill: uniform from 30%% of the canvas (linear) or log-uniform from one patch (log)",
+    )
     p.add_argument(
         "--word-drills", type=int, default=0, help="word drills (one OCR word on a canvas its size) per step"
     )
@@ -480,7 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for step in range(args.steps):
         picks = [order[(step * args.batch_size + k) % len(order)] for k in range(args.batch_size)]
-        pixels, grids, *labels = batch_of(records, picks, settings, args.drills, drill_rng, args.word_drills)
+        pixels, grids, *labels = batch_of(
+            records, picks, settings, args.drills, drill_rng, args.word_drills, args.drill_sizes
+        )
         loss, _ = heads.loss_and_hits(tower(pixels, grids), *labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
