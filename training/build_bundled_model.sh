@@ -21,8 +21,8 @@ python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200
 #    scenes' other labels)
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
 python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1
-python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1600 \
-    --word-heads --pooled-weight 1 --drill-sizes log --grid-weight 1 \
+python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1500 \
+    --word-heads --pooled-weight 1 --word-drills 16 --grid-weight 1 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 

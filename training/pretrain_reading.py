@@ -19,7 +19,10 @@ questions on fresh grids as well as it captions them (docs/bundled_model.md).
 
 `--clip-share` mixes in video questions on clips laid out the same way, one grid per temporal
 token at the clip's absolute-time ids. Off by default: in 2,000 steps the LLM did not learn to
-read an event's second off those ids (docs/bundled_model.md).
+read an event's second off those ids (docs/bundled_model.md). `--time-weight` asks a probe on one
+layer's output for each video token's second (training/time_code.py), and with `--lookup-weight`
+a clip's "When does ...?" looks up where its event first shows: in probes the time code formed
+within a few hundred steps, the answers did not follow yet.
 
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
