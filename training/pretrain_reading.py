@@ -363,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 looked, mass = lookup.loss(rows, targets)
                 loss = loss + args.lookup_weight * looked
                 masses.append(mass)
-            video = batch.input_ids == processor.video_token_id
-            if timecode is not None and video.any():
+            video = batch.input_ids == processor.video_token_id if timecode is not None else None
+            if video is not None and video.any():
                 coded, right = timecode.loss(video, torch.cat([token_seconds(s, merge) for s in samples]))
                 loss = loss + args.time_weight * coded
                 timed.append(right)
