@@ -136,6 +136,13 @@ def test_stage0b_with_the_lookup_loss_reports_its_heads_attention(world_llm, tmp
     assert line.startswith("step 2/2 ") and "; lookup head's attention on the asked shape " in line
 
 
+def test_stage0b_prints_its_held_out_line_every_n_steps_and_at_the_end(world_llm, tmp_path, capsys):
+    args = ["--llm", str(world_llm), "--out", str(tmp_path / "read"), "--steps", "5", "--batch-size", "1"]
+    assert pr.main([*args, "--eval-every", "2"]) == 0
+    lines = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines == ["2/5", "4/5", "5/5"]
+
+
 def test_stage0b_in_bf16_autocast_trains_fp32_weights_from_bf16_sums(world_llm, tmp_path):
     base = ["--llm", str(world_llm), "--steps", "1", "--batch-size", "2", "--turns", "2"]
     base += ["--lookup-weight", "1", "--lookup-layer", "0"]
@@ -167,6 +174,7 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--max-size", "32"],
         ["--noise", "-0.1"],
         ["--turns", "0"],
+        ["--eval-every", "0"],
     ],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):

@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. the synthetic world: training sets (two seeds) and held-out sets (unseen seeds and frame rates)
-python -m training.synthetic --out data/bundled/train --task all --n 3000 --seed 12 --max-size 448 --quiet
+# 1. the synthetic world: training sets (two seeds) and held-out sets (unseen seeds and frame rates);
+#    two processes draw the same bytes as one, in half the time
+synthetic() { python -m training.synthetic --workers 2 --quiet "$@"; }
+synthetic --out data/bundled/train --task all --n 3000 --seed 12 --max-size 448
 for task in caption vqa ocr; do
-    python -m training.synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448 --quiet
+    synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448
 done
-python -m training.synthetic --out data/bundled/train2 --task video --n 4000 --seed 13 --quiet
-python -m training.synthetic --out data/bundled/heldout --task all --n 200 --seed 1001 --quiet
-python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23 --quiet
+synthetic --out data/bundled/train2 --task video --n 4000 --seed 13
+synthetic --out data/bundled/heldout --task all --n 200 --seed 1001
+synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
 #    stage 0b: it learns to read scenes laid out as grids of its own word embeddings (four questions
@@ -20,9 +22,9 @@ python -m training.synthetic --out data/bundled/heldout_fps --task video --n 200
 #    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
 #    scenes' other labels)
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
-python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1
-python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1500 \
-    --word-heads --pooled-weight 1 --word-drills 16 --grid-weight 1 \
+python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1 --eval-every 500
+python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1800 \
+    --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 

@@ -283,10 +283,17 @@ def parse_args(argv):
     )
     p.add_argument("--noise", type=float, default=0.05, help="per-dimension std of the noise on every grid slot")
     p.add_argument("--max-size", type=int, default=448, help=f"largest image side of the drawn scenes (>= {MIN_SIDE})")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="print the held-out line every N steps and at the end (each costs about a second)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if min(args.steps, args.batch_size, args.turns) < 1:
-        p.error("--steps, --batch-size and --turns are >= 1")
+    if min(args.steps, args.batch_size, args.turns, args.eval_every) < 1:
+        p.error("--steps, --batch-size, --turns and --eval-every are >= 1")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
     for name in ("lookup_weight", "time_weight"):
@@ -373,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % 100 == 0 or step == args.steps - 1:
+        if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()
             read = {group: reading_accuracy(model, batches, ids) for group, batches in heldout.items()}
             model.train()
