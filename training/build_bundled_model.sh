@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
-# -> qwen_vl/assets/model -> held-out scores. About 89 minutes on a 2-core CPU (see
+# -> qwen_vl/assets/model -> held-out scores. About 88 minutes on a 2-core CPU (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-
 #    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
 #    scenes' other labels)
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
-python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1 --eval-every 500
+python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1800 \
     --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \

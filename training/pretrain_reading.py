@@ -289,7 +289,8 @@ def parse_args(argv):
         type=int,
         default=100,
         metavar="N",
-        help="print the held-out line every N steps and at the end (each costs about a second)",
+        help="print the held-out line every N steps and at the end (about a second each; its grids' noise "
+        "comes from the training generator, so N changes the run's later draws)",
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
