@@ -12,7 +12,7 @@ from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.video_sampling import FrameRange, sample_indices
 from training import pretrain_reading as pr
 from training import pretrain_vision as pv
-from training.data import IGNORE
+from training.data import IGNORE, Sample
 from training.pretrain_llm import main as pretrain_llm
 from training.synthetic import TRAIN_FPS
 from training.synthetic_render import write_video
@@ -143,6 +143,32 @@ def test_stage0b_prints_its_held_out_line_every_n_steps_and_at_the_end(world_llm
     assert lines == ["2/5", "4/5", "5/5"]
 
 
+def test_the_held_out_line_does_not_change_what_stage0b_learns(world_llm, tmp_path):
+    base = ["--llm", str(world_llm), "--steps", "3", "--batch-size", "2", "--turns", "2", "--noise-seed", "5"]
+    for every in ("1", "3"):
+        assert pr.main([*base, "--out", str(tmp_path / every), "--eval-every", every]) == 0
+    often, once = (load_file(tmp_path / every / "model.safetensors") for every in ("1", "3"))
+    assert all(torch.equal(often[key], once[key]) for key in often)
+
+
+def test_length_groups_split_a_step_into_micro_batches_of_similar_length():
+    samples = [Sample(input_ids=torch.zeros(n, dtype=torch.long), labels=torch.zeros(n)) for n in (5, 2, 9, 7, 3)]
+    groups = pr.length_groups(samples, 2)
+    assert [[len(s) for s in group] for group in groups] == [[5, 2, 3], [9, 7]]  # the drawn order inside each
+    assert [len(s) for s in pr.length_groups(samples, 1)[0]] == [5, 2, 9, 7, 3]
+    assert [len(group) for group in pr.length_groups(samples, 9)] == [1] * 5  # never an empty micro-batch
+
+
+def test_a_step_split_into_length_groups_has_the_loss_of_the_whole_batch(world_llm, tmp_path, capsys):
+    base = ["--llm", str(world_llm), "--steps", "1", "--batch-size", "6", "--turns", "2", "--noise", "0"]
+    base += ["--lookup-weight", "1", "--lookup-layer", "0", "--clip-share", "0.3", "--time-weight", "1"]
+    losses = []
+    for groups in ("1", "3"):
+        assert pr.main([*base, "--out", str(tmp_path / groups), "--length-groups", groups]) == 0
+        losses.append(float(capsys.readouterr().out.split(" loss ")[1].split(";")[0]))
+    assert losses[0] == pytest.approx(losses[1], abs=2e-4) and losses[0] > 0
+
+
 def test_stage0b_in_bf16_autocast_trains_fp32_weights_from_bf16_sums(world_llm, tmp_path):
     base = ["--llm", str(world_llm), "--steps", "1", "--batch-size", "2", "--turns", "2"]
     base += ["--lookup-weight", "1", "--lookup-layer", "0"]
@@ -175,6 +201,7 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--noise", "-0.1"],
         ["--turns", "0"],
         ["--eval-every", "0"],
+        ["--length-groups", "0"],
     ],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
