@@ -202,6 +202,8 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--turns", "0"],
         ["--eval-every", "0"],
         ["--length-groups", "0"],
+        ["--noise-seed", str(2**70)],
+        ["--seed", "-1"],
     ],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):

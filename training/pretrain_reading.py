@@ -34,7 +34,6 @@ grids' noise a generator of its own, so that the held-out line does not change t
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,7 @@ from training.lookup import EventSample, LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
-from training.synthetic import TRAIN_FPS
+from training.synthetic import TRAIN_FPS, OneLineParser
 from training.synthetic_world import (
     CAPTION_PROMPT,
     REGIONS,
@@ -70,6 +69,7 @@ from training.synthetic_world import (
 from training.time_code import TimeCode, token_seconds
 
 MIN_SIDE = 64  # px: the smallest scene side, as in the synthetic world's defaults
+MAX_SEED = 2**63 - 1_000_003  # seeds are offset (held-out draws) and must stay a torch seed (int64)
 
 
 class WordGrid(nn.Module):
@@ -258,7 +258,7 @@ def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m training.pretrain_reading", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m training.pretrain_reading", description=__doc__.splitlines()[0])
     p.add_argument("--llm", required=True, help="the stage-0 LLM directory (training/pretrain_llm.py)")
     p.add_argument("--out", required=True, help="LLM directory to write")
     p.add_argument("--steps", type=int, default=1500)
@@ -324,6 +324,10 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if min(args.steps, args.batch_size, args.turns, args.eval_every, args.length_groups) < 1:
         p.error("--steps, --batch-size, --turns, --eval-every and --length-groups are >= 1")
+    for name in ("seed", "noise_seed"):  # torch and numpy seeds; the held-out line's noise uses S + 1
+        value = getattr(args, name)
+        if value is not None and not 0 <= value < MAX_SEED:
+            p.error(f"--{name.replace('_', '-')} is in [0, {MAX_SEED}), got {value}")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
     for name in ("lookup_weight", "time_weight"):
