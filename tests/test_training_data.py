@@ -208,3 +208,25 @@ def test_accelerate_configs_parse():
         config = load_config_from_file(str(path))
         kinds.add(str(config.distributed_type))
     assert {"DistributedType.FSDP", "DistributedType.DEEPSPEED", "DistributedType.MULTI_GPU"} <= kinds
+
+
+def test_bundled_model_build_reads_only_data_its_data_step_writes():
+    """Every JSONL the vision step and the stages read is one the build's data step writes (a wrong path
+    would otherwise surface an hour into the build). The data step runs with `synthetic` stubbed out."""
+    from training.synthetic import TASKS
+
+    build = (REPO / "training/build_bundled_model.sh").read_text()
+    data_step = build.split("synthetic() {")[1].split("\n", 1)[1].split("\n# 2.")[0]
+    stub = (
+        'synthetic() { local out="" task=""; while (($#)); do case $1 in --out) out=$2; shift;; '
+        "--task) task=$2; shift;; esac; shift; done; "
+        f'[ "$task" = all ] && task="{" ".join(TASKS)}"; for t in $task; do echo "$out/$t.jsonl"; done; }}\n'
+    )
+    written = set(subprocess.run(["bash", "-c", stub + data_step], capture_output=True, text=True, check=True).stdout.split())
+    vision = build.split("training.pretrain_vision ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
+    read = set(subprocess.run(["bash", "-c", f"echo {vision}"], capture_output=True, text=True, check=True).stdout.split())
+    stages = build.split("for stage in ")[1].split(";")[0].split()
+    for stage in stages:
+        read |= {source.path for source in load_config(REPO / f"training/configs/bundled/stage{stage}.yaml").data}
+    assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 5
+    assert read <= written, sorted(read - written)

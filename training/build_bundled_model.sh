@@ -4,6 +4,9 @@
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+say() { echo "[$(date +%H:%M:%S)] $*"; }  # each step's start, so the log times the build
+
+say "data"
 
 # 1. the synthetic world: training sets (two seeds) and held-out sets (unseen seeds and frame rates);
 #    two processes draw the same bytes as one, in half the time
@@ -21,8 +24,11 @@ synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-
 #    per grid, one head told where the asked shape lies);
 #    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
 #    scenes' other labels)
+say "stage 0, LLM"
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
+say "stage 0b, reading"
 python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1
+say "stage 0, vision"
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1800 \
     --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
     --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
@@ -31,12 +37,16 @@ python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml
 # 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower),
 #    then stage 4, a last pass with everything learning
 for stage in 1 2 3 4; do
+    say "stage $stage"
     python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
 done
 
 # 4. install it in the package and score it on the held-out sets
+say "install"
 python -m training.install_bundled runs/bundled/stage4/final
+say "scores"
 for task in caption vqa ocr video; do
     python -m eval --task "synthetic-$task" --data "data/bundled/heldout/$task.jsonl" --output "runs/bundled/eval/$task" --no-progress
 done
 python -m eval --task synthetic-video --data data/bundled/heldout_fps/video.jsonl --output runs/bundled/eval/video_unseen_fps --no-progress
+say "done"
