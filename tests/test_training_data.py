@@ -222,9 +222,13 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
         "--task) task=$2; shift;; esac; shift; done; "
         f'[ "$task" = all ] && task="{" ".join(TASKS)}"; for t in $task; do echo "$out/$t.jsonl"; done; }}\n'
     )
-    written = set(subprocess.run(["bash", "-c", stub + data_step], capture_output=True, text=True, check=True).stdout.split())
+
+    def bash_words(script: str) -> set[str]:
+        return set(subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split())
+
+    written = bash_words(stub + data_step)
     vision = build.split("training.pretrain_vision ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
-    read = set(subprocess.run(["bash", "-c", f"echo {vision}"], capture_output=True, text=True, check=True).stdout.split())
+    read = bash_words(f"echo {vision}")
     stages = build.split("for stage in ")[1].split(";")[0].split()
     for stage in stages:
         read |= {source.path for source in load_config(REPO / f"training/configs/bundled/stage{stage}.yaml").data}
