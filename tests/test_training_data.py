@@ -184,10 +184,15 @@ def test_shipped_configs_parse():
     }
 
 
-def test_bundled_model_configs_chain_from_stage_to_stage():
+def bundled_build() -> tuple[str, list]:
+    """The bundled model's build script and the configs of the stages its loop runs, in order."""
     build = (REPO / "training/build_bundled_model.sh").read_text()
     stages = build.split("for stage in ")[1].split(";")[0].split()
-    configs = [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
+    return build, [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
+
+
+def test_bundled_model_configs_chain_from_stage_to_stage():
+    build, configs = bundled_build()
     reading = build.split("training.pretrain_reading ")[1].split("\n")[0].split()
     stage0 = build.split("training.pretrain_llm ")[1].split("\n")[0].split()
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
@@ -215,7 +220,7 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
     would otherwise surface an hour into the build). The data step runs with `synthetic` stubbed out."""
     from training.synthetic import TASKS
 
-    build = (REPO / "training/build_bundled_model.sh").read_text()
+    build, configs = bundled_build()
     data_step = build.split("synthetic() {")[1].split("\n", 1)[1].split("\n# 2.")[0]
     stub = (
         'synthetic() { local out="" task=""; while (($#)); do case $1 in --out) out=$2; shift;; '
@@ -229,8 +234,6 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
     written = bash_words(stub + data_step)
     vision = build.split("training.pretrain_vision ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
     read = bash_words(f"echo {vision}")
-    stages = build.split("for stage in ")[1].split(";")[0].split()
-    for stage in stages:
-        read |= {source.path for source in load_config(REPO / f"training/configs/bundled/stage{stage}.yaml").data}
+    read |= {source.path for config in configs for source in config.data}
     assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 5
     assert read <= written, sorted(read - written)
