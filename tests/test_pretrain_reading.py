@@ -74,6 +74,30 @@ def test_a_scene_sample_of_several_turns_shows_its_picture_once_and_labels_every
     assert answer == f"{('one', 'two', 'three')[shapes - 1]}<|im_end|>"
 
 
+def test_the_exists_drill_asks_half_yes_and_its_no_questions_name_a_kind_of_the_picture():
+    rng = np.random.default_rng(3)
+    yes = 0
+    for _ in range(400):
+        scene = pr.sample_image_scene(rng, 300, 200)
+        question, answer = pr.exists_drill(rng, scene)
+        colour, kind = question.removeprefix("Is there a ").removesuffix("?").split()
+        present = {(s.colour, s.kind) for s in scene.shapes}
+        assert answer == ("yes" if (colour, kind) in present else "no")
+        assert any(s.kind == kind for s in scene.shapes)  # the kind is always there: only its colour decides
+        yes += answer == "yes"
+    assert 160 < yes < 240
+
+
+def test_the_exists_share_turns_a_scene_samples_questions_into_exists_drills(world_llm):
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    drilled = pr.scene_sample(np.random.default_rng(5), processor, ids, 448, 0.0, turns=6, exists_share=1.0)
+    plain = pr.scene_sample(np.random.default_rng(5), processor, ids, 448, 0.0, turns=6)
+    assert tokenizer.decode(drilled.input_ids).count("Is there a") == 6
+    assert tokenizer.decode(plain.input_ids).count("Is there a") < 6
+    assert torch.equal(drilled.pixel_values, plain.pixel_values)  # the same scene
+
+
 def test_a_clip_sample_is_the_grid_the_processor_gives_the_rendered_clip_with_its_event_in_time(world_llm, tmp_path):
     processor = QwenVLProcessor.from_pretrained(world_llm)
     ids = pv.shape_word_ids(processor.tokenizer)
