@@ -32,7 +32,9 @@ grids' noise a generator of its own, so that the held-out line does not change t
 `--exists-drill SHARE` turns that share of the VQA turns into "Is there a {colour} {kind}?" about a
 kind the picture holds, half of them in a colour no shape of that kind has. The world's own "no"
 questions mostly name an absent kind, which finding the kind alone answers; in the runs where "Is
-there" did not form, the LLM said yes whenever the kind was there (docs/bundled_model.md).
+there" did not form, the LLM said yes whenever the kind was there. Off by default: at 0.25 it did
+not make "Is there" form either, while the lookup at the last layer (`--lookup-layer -1`) did in the
+draw where it had failed (docs/bundled_model.md).
 
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
