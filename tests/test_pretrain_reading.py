@@ -275,6 +275,40 @@ def test_lookup_targets_mark_the_asked_kinds_tokens_at_the_answer_position(world
     assert asked == {"colour", "where", "exists"}  # never captions or counts
 
 
+def test_exists_lookup_both_targets_the_slots_holding_colour_and_kind_or_the_vision_start(world_llm):
+    from training.lookup import lookup_targets
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    image, vision_start = processor.image_token_id, tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    rng, answers, others = np.random.default_rng(3), [], 0
+    for qtype in ("exists", None) * 6:
+        sample = pr.scene_sample(rng, processor, ids, 448, 0.0, qtype, turns=3, exists_share=0.5)
+        by_kind = lookup_targets(sample, tokenizer, image)
+        both = lookup_targets(sample, tokenizer, image, match_exists=True)
+        slots = (sample.input_ids == image).nonzero()[:, 0]
+        kept = {position for position, _ in by_kind}
+        for position, mask in both:
+            question = tokenizer.decode(sample.input_ids[:position]).split("user\n")[-1].split("<|im_end|>")[0]
+            question = question.split("<|vision_end|>")[-1]
+            answer = tokenizer.decode(sample.input_ids[position + 1 : position + 3]).strip()
+            if not question.startswith("Is there"):
+                assert torch.equal(mask, dict(by_kind)[position])  # other questions look up the kind, as before
+                others += 1
+                continue
+            *_, colour, kind = question.rstrip("?").split()
+            holds = (sample.pixel_values[:, 0] == ids["colour"][pv.COLOUR_CLASSES.index(colour)]) & (
+                sample.pixel_values[:, 1] == ids["kind"][pv.KIND_CLASSES.index(kind)]
+            )
+            if holds.any():
+                assert torch.equal(mask.nonzero()[:, 0], slots[holds]) and answer.startswith("yes")
+            else:  # "no", also where the kind is there in another colour
+                assert mask.nonzero()[:, 0].tolist() == [int(slots[0]) - 1] and answer.startswith("no")
+                assert sample.input_ids[slots[0] - 1] == vision_start
+            answers.append((answer[:2] == "no", position in kept))
+    assert {(True, True), (True, False), (False, True)} <= set(answers) and others  # both kinds of "no", and yes
+
+
 def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
     import qwen_vl.modeling.text as text
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration

@@ -31,11 +31,15 @@ class EventSample(Sample):
     event_slots: torch.Tensor | None = None  # bool [L]: the event's shape where it first shows; None: not a "when"
 
 
-def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, torch.Tensor]]:
+def lookup_targets(
+    sample: Sample, tokenizer, image_token_id: int, match_exists: bool = False
+) -> list[tuple[int, torch.Tensor]]:
     """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
     kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
-    whose slot holds the asked kind). For an EventSample: (position predicting its answer's
-    number, the video tokens of its event)."""
+    whose slot holds the asked kind). With `match_exists`, an "Is there a {colour} {kind}?" turn
+    targets the slots holding both, or the <|vision_start|> before the image when none does, so
+    that where the head looks is already the answer. For an EventSample: (position predicting its
+    answer's number, the video tokens of its event)."""
     tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
     if isinstance(sample, EventSample):
         if sample.event_slots is None or not sample.event_slots.any():
@@ -61,19 +65,31 @@ def lookup_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple
             continue  # a caption
         if qtype not in LOOKUP_TYPES:
             continue
-        kind = tokenizer.encode(" " + question.rstrip("?").split()[-1])[0]
-        holds = words[:, 1] == kind
-        if holds.any():
-            mask = torch.zeros(len(tokens), dtype=torch.bool)
-            mask[image[holds]] = True
+        *_, colour, kind = question.rstrip("?").split()  # "... a red star?"; colour questions end "the star?"
+        holds = words[:, 1] == _word_id(tokenizer, kind)
+        mask = torch.zeros(len(tokens), dtype=torch.bool)
+        if qtype == "exists" and match_exists:
+            holds &= words[:, 0] == _word_id(tokenizer, colour)
+            if not holds.any():
+                mask[image[0] - 1] = True  # "no": the vision block's start
+        mask[image[holds]] = True
+        if mask.any():
             targets.append((start - 1, mask))
     return targets
 
 
-def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int):
+def _word_id(tokenizer, word: str) -> int:
+    return tokenizer.encode(" " + word)[0]  # the world's words are single tokens after a space
+
+
+def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int, match_exists: bool = False):
     """lookup_targets of a right-padded batch of `samples` -> ((batch row, position) pairs,
     bool targets [N, width])."""
-    found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id)]
+    found = [
+        (row, *t)
+        for row, s in enumerate(samples)
+        for t in lookup_targets(s, tokenizer, image_token_id, match_exists)
+    ]
     targets = torch.zeros(len(found), width, dtype=torch.bool)
     for i, (_, _, mask) in enumerate(found):
         targets[i, : len(mask)] = mask

@@ -34,7 +34,9 @@ kind the picture holds, half of them in a colour no shape of that kind has. The 
 questions mostly name an absent kind, which finding the kind alone answers; in the runs where "Is
 there" did not form, the LLM said yes whenever the kind was there. Off by default: at 0.25 it did
 not make "Is there" form either, while the lookup at the last layer (`--lookup-layer -1`) did in the
-draw where it had failed (docs/bundled_model.md).
+draw where it had failed (docs/bundled_model.md). `--exists-lookup both` tells the lookup head, for "Is
+there a {colour} {kind}?", the slots holding both words, or the vision block's start when none does,
+so that where it looks is the answer and the colour comparison is taught, not left to form.
 
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
@@ -328,6 +330,13 @@ def parse_args(argv):
         help="the decoder layer whose head 0 the lookup loss trains (negative: from the last; -2 leaves one layer after it)",
     )
     p.add_argument(
+        "--exists-lookup",
+        choices=("kind", "both"),
+        default="kind",
+        help="where the lookup head looks for 'Is there a {colour} {kind}?': the kind's slots, or the slots "
+        "holding both words (the vision block's start when none does: the head's look is the answer)",
+    )
+    p.add_argument(
         "--time-weight",
         type=float,
         default=0.0,
@@ -425,13 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
     lookup = LookupLoss(model.model.layers[args.lookup_layer]) if args.lookup_weight else None
     image_id, masses, timed = processor.image_token_id, [], []
+    match_exists = args.exists_lookup == "both"
     merge = processor.image_settings.merge_size
     started = time.time()
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns, exists=args.exists_drill)
         groups = [(g, padded_batch(g, model.position_ids, pad_id)) for g in length_groups(samples, args.length_groups)]
         looked_up = [
-            batch_targets(group, processor.tokenizer, image_id, batch.input_ids.shape[1]) if lookup else ([], None)
+            batch_targets(group, processor.tokenizer, image_id, batch.input_ids.shape[1], match_exists)
+            if lookup
+            else ([], None)
             for group, batch in groups
         ]
         # each micro-batch's losses are weighted by its share of the step, so the split does not change the
