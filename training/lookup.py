@@ -86,9 +86,7 @@ def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: 
     """lookup_targets of a right-padded batch of `samples` -> ((batch row, position) pairs,
     bool targets [N, width])."""
     found = [
-        (row, *t)
-        for row, s in enumerate(samples)
-        for t in lookup_targets(s, tokenizer, image_token_id, match_exists)
+        (row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id, match_exists)
     ]
     targets = torch.zeros(len(found), width, dtype=torch.bool)
     for i, (_, _, mask) in enumerate(found):
