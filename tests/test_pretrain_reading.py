@@ -284,18 +284,20 @@ def test_exists_lookup_both_targets_the_slots_holding_colour_and_kind_or_the_vis
     rng, answers, others = np.random.default_rng(3), [], 0
     for qtype in ("exists", None) * 6:
         sample = pr.scene_sample(rng, processor, ids, 448, 0.0, qtype, turns=3, exists_share=0.5)
-        by_kind = lookup_targets(sample, tokenizer, image)
+        by_kind = dict(lookup_targets(sample, tokenizer, image))
         both = lookup_targets(sample, tokenizer, image, match_exists=True)
+        exists_only = lookup_targets(sample, tokenizer, image, match_exists=True, types=("exists",))
         slots = (sample.input_ids == image).nonzero()[:, 0]
-        kept = {position for position, _ in by_kind}
+        exists_turns = []
         for position, mask in both:
             question = tokenizer.decode(sample.input_ids[:position]).split("user\n")[-1].split("<|im_end|>")[0]
             question = question.split("<|vision_end|>")[-1]
             answer = tokenizer.decode(sample.input_ids[position + 1 : position + 3]).strip()
             if not question.startswith("Is there"):
-                assert torch.equal(mask, dict(by_kind)[position])  # other questions look up the kind, as before
+                assert torch.equal(mask, by_kind[position])  # other questions look up the kind, as before
                 others += 1
                 continue
+            exists_turns.append((position, mask))
             *_, colour, kind = question.rstrip("?").split()
             holds = (sample.pixel_values[:, 0] == ids["colour"][pv.COLOUR_CLASSES.index(colour)]) & (
                 sample.pixel_values[:, 1] == ids["kind"][pv.KIND_CLASSES.index(kind)]
@@ -305,8 +307,22 @@ def test_exists_lookup_both_targets_the_slots_holding_colour_and_kind_or_the_vis
             else:  # "no", also where the kind is there in another colour
                 assert mask.nonzero()[:, 0].tolist() == [int(slots[0]) - 1] and answer.startswith("no")
                 assert sample.input_ids[slots[0] - 1] == vision_start
-            answers.append((answer[:2] == "no", position in kept))
+            answers.append((answer[:2] == "no", position in by_kind))
+        # types=("exists",): the same targets, for the "Is there" turns alone
+        assert [p for p, _ in exists_only] == [p for p, _ in exists_turns]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(exists_only, exists_turns, strict=True))
     assert {(True, True), (True, False), (False, True)} <= set(answers) and others  # both kinds of "no", and yes
+
+
+def test_an_exists_head_of_its_own_is_trained_and_reported_beside_the_lookup_head(world_llm, tmp_path, capsys):
+    base = ["--llm", str(world_llm), "--out", str(tmp_path / "read"), "--steps", "2", "--batch-size", "4"]
+    base += ["--turns", "4", "--lookup-weight", "1", "--lookup-layer", "0", "--exists-lookup", "both"]
+    assert pr.main([*base, "--exists-head", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --exists-head 2: the LLM has heads 0-1"
+    assert pr.main([*base, "--exists-head", "1"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("step 2/2 ") and "; lookup head's attention on the asked shape " in line
+    assert "; exists head's attention on its targets " in line
 
 
 def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):

@@ -32,14 +32,14 @@ class EventSample(Sample):
 
 
 def lookup_targets(
-    sample: Sample, tokenizer, image_token_id: int, match_exists: bool = False
+    sample: Sample, tokenizer, image_token_id: int, match_exists: bool = False, types: tuple = LOOKUP_TYPES
 ) -> list[tuple[int, torch.Tensor]]:
     """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
     kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
     whose slot holds the asked kind). With `match_exists`, an "Is there a {colour} {kind}?" turn
     targets the slots holding both, or the <|vision_start|> before the image when none does, so
     that where the head looks is already the answer. For an EventSample: (position predicting its
-    answer's number, the video tokens of its event)."""
+    answer's number, the video tokens of its event). `types`: the question types looked up."""
     tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
     if isinstance(sample, EventSample):
         if sample.event_slots is None or not sample.event_slots.any():
@@ -63,7 +63,7 @@ def lookup_targets(
             qtype = vqa_type(question)
         except ValueError:
             continue  # a caption
-        if qtype not in LOOKUP_TYPES:
+        if qtype not in types:
             continue
         *_, colour, kind = question.rstrip("?").split()  # "... a red star?"; colour questions end "the star?"
         holds = words[:, 1] == _word_id(tokenizer, kind)
@@ -82,12 +82,10 @@ def _word_id(tokenizer, word: str) -> int:
     return tokenizer.encode(" " + word)[0]  # the world's words are single tokens after a space
 
 
-def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int, match_exists: bool = False):
-    """lookup_targets of a right-padded batch of `samples` -> ((batch row, position) pairs,
-    bool targets [N, width])."""
-    found = [
-        (row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id, match_exists)
-    ]
+def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int, **which):
+    """lookup_targets (`which`: its match_exists and types) of a right-padded batch of `samples`
+    -> ((batch row, position) pairs, bool targets [N, width])."""
+    found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id, **which)]
     targets = torch.zeros(len(found), width, dtype=torch.bool)
     for i, (_, _, mask) in enumerate(found):
         targets[i, : len(mask)] = mask

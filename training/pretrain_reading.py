@@ -36,7 +36,10 @@ there" did not form, the LLM said yes whenever the kind was there. Off by defaul
 not make "Is there" form either, while the lookup at the last layer (`--lookup-layer -1`) did in the
 draw where it had failed (docs/bundled_model.md). `--exists-lookup both` tells the lookup head, for "Is
 there a {colour} {kind}?", the slots holding both words, or the vision block's start when none does,
-so that where it looks is the answer and the colour comparison is taught, not left to form.
+so that where it looks is the answer and the colour comparison is taught, not left to form. On the
+lookup head itself it broke the colour questions (one head cannot put the vision block's start both
+above one matching word and below it); `--exists-head H` gives that target to head H of the same
+layer instead, head 0 keeping the kind's slots for every question.
 
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
@@ -286,6 +289,20 @@ def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
     return {name: hits / total for name, (hits, total) in counts.items() if total}
 
 
+def lookup_heads(layer: nn.Module, args) -> list[tuple[str, LookupLoss, dict]]:
+    """The lookup losses of `layer`: (what the held-out line calls its mass, loss, batch_targets
+    options). Head 0 looks up the asked kind (for "Is there", with --exists-lookup both and no
+    --exists-head, both words); an --exists-head looks up both words for "Is there" alone."""
+    both, shape = args.exists_lookup == "both", "lookup head's attention on the asked shape"
+    if not (both and args.exists_head):
+        return [(shape, LookupLoss(layer), {"match_exists": both})]
+    exists = {"match_exists": True, "types": ("exists",)}
+    return [
+        (shape, LookupLoss(layer), {}),
+        ("exists head's attention on its targets", LookupLoss(layer, args.exists_head), exists),
+    ]
+
+
 def parse_args(argv):
     p = OneLineParser(prog="python -m training.pretrain_reading", description=__doc__.splitlines()[0])
     p.add_argument("--llm", required=True, help="the stage-0 LLM directory (training/pretrain_llm.py)")
@@ -335,6 +352,13 @@ def parse_args(argv):
         default="kind",
         help="where the lookup head looks for 'Is there a {colour} {kind}?': the kind's slots, or the slots "
         "holding both words (the vision block's start when none does: the head's look is the answer)",
+    )
+    p.add_argument(
+        "--exists-head",
+        type=int,
+        default=0,
+        help="with --exists-lookup both: the head of the lookup layer told where 'Is there' looks (0: the lookup "
+        "head itself; another: that head, while head 0 keeps the kind's slots for every question)",
     )
     p.add_argument(
         "--time-weight",
@@ -402,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, f"{name}_weight") and not -layers <= layer < layers:
             print(f"error: --{name}-layer {layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
             return 2
+    heads = model.config.text.num_attention_heads
+    if not 0 <= args.exists_head < heads:
+        print(f"error: --exists-head {args.exists_head}: the LLM has heads 0-{heads - 1}", file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     train_noise = None if args.noise_seed is None else torch.Generator().manual_seed(args.noise_seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise, train_noise)
@@ -432,34 +460,36 @@ def main(argv: list[str] | None = None) -> int:
     heldout |= {qtype: [draw(heldout_rng, 20, 0.0, 0.0, qtype)] for qtype in VQA_TYPES}
     if args.clip_share > 0:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
-    lookup = LookupLoss(model.model.layers[args.lookup_layer]) if args.lookup_weight else None
-    image_id, masses, timed = processor.image_token_id, [], []
-    match_exists = args.exists_lookup == "both"
+    lookups = lookup_heads(model.model.layers[args.lookup_layer], args) if args.lookup_weight else []
+    masses = [[] for _ in lookups]
+    image_id, timed = processor.image_token_id, []
     merge = processor.image_settings.merge_size
     started = time.time()
     for step in range(args.steps):
         samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns, exists=args.exists_drill)
         groups = [(g, padded_batch(g, model.position_ids, pad_id)) for g in length_groups(samples, args.length_groups)]
-        looked_up = [
-            batch_targets(group, processor.tokenizer, image_id, batch.input_ids.shape[1], match_exists)
-            if lookup
-            else ([], None)
+        looked_up = [  # per group, per lookup head: (rows, targets)
+            [
+                batch_targets(group, processor.tokenizer, image_id, batch.input_ids.shape[1], **which)
+                for _, _, which in lookups
+            ]
             for group, batch in groups
         ]
         # each micro-batch's losses are weighted by its share of the step, so the split does not change the
         # step's mean (and one group is the whole batch exactly: its shares are 1.0)
         label_tokens = sum(batch.label_tokens for _, batch in groups)
-        lookup_rows = sum(len(rows) for rows, _ in looked_up)
+        lookup_rows = [sum(len(heads[i][0]) for heads in looked_up) for i in range(len(lookups))]
         videos = [batch.input_ids == processor.video_token_id for _, batch in groups]
         video_tokens = int(sum(video.sum() for video in videos))
         step_loss = 0.0
-        for (group, batch), (rows, targets), video in zip(groups, looked_up, videos, strict=True):
+        for (group, batch), heads, video in zip(groups, looked_up, videos, strict=True):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 loss = model(**batch.model_inputs(), labels=batch.labels).loss * (batch.label_tokens / label_tokens)
-                if rows:
-                    looked, mass = lookup.loss(rows, targets)
-                    loss = loss + args.lookup_weight * (len(rows) / lookup_rows) * looked
-                    masses.append(mass)
+                for i, ((_, lookup, _), (rows, targets)) in enumerate(zip(lookups, heads, strict=True)):
+                    if rows:
+                        looked, mass = lookup.loss(rows, targets)
+                        loss = loss + args.lookup_weight * (len(rows) / lookup_rows[i]) * looked
+                        masses[i].append(mass)
                 if timecode is not None and video.any():
                     seconds = torch.cat([token_seconds(s, merge) for s in group])
                     coded, right = timecode.loss(video, seconds)
@@ -484,9 +514,10 @@ def main(argv: list[str] | None = None) -> int:
                 if group not in VQA_TYPES
             )
             shares += "; VQA answers: " + ", ".join(f"{qtype} {read[qtype]['answers']:.0%}" for qtype in VQA_TYPES)
-            if masses:
-                shares += f"; lookup head's attention on the asked shape {sum(masses) / len(masses):.0%}"
-                masses.clear()
+            for (name, _, _), mass in zip(lookups, masses, strict=True):
+                if mass:
+                    shares += f"; {name} {sum(mass) / len(mass):.0%}"
+                    mass.clear()
             if timed:
                 shares += f"; time code {sum(timed) / len(timed):.0%} of video tokens"
                 timed.clear()
