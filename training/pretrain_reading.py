@@ -39,7 +39,8 @@ there a {colour} {kind}?", the slots holding both words, or the vision block's s
 so that where it looks is the answer and the colour comparison is taught, not left to form. On the
 lookup head itself it broke the colour questions (one head cannot put the vision block's start both
 above one matching word and below it); `--exists-head H` gives that target to head H of the same
-layer instead, head 0 keeping the kind's slots for every question.
+layer instead, head 0 keeping the kind's slots for every question; in its one run the two lookups
+slowed every question and the exists head stayed near 55% (docs/bundled_model.md).
 
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
