@@ -427,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, f"{name}_weight") and not -layers <= layer < layers:
             print(f"error: --{name}-layer {layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
             return 2
-    heads = model.config.text.num_attention_heads
-    if not 0 <= args.exists_head < heads:
-        print(f"error: --exists-head {args.exists_head}: the LLM has heads 0-{heads - 1}", file=sys.stderr)
+    head_count = model.config.text.num_attention_heads
+    if not 0 <= args.exists_head < head_count:
+        print(f"error: --exists-head {args.exists_head}: the LLM has heads 0-{head_count - 1}", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
     train_noise = None if args.noise_seed is None else torch.Generator().manual_seed(args.noise_seed)
