@@ -69,6 +69,7 @@ def test_word_labels_follow_the_glyph_advances():
     labels, owners = pv.word_labels(scene, boxes)
     assert [pv.WORD_CLASSES[i] for i in labels] == ["apple", "apple", "none", "kite", "kite", "none"]
     assert owners == [1, 1, 0, 2, 2, 0]
+    assert [pv.LETTER_CLASSES[i] for i in pv.letter_labels(scene, boxes)] == ["a", "e", "none", "k", "e", "none"]
 
 
 def test_a_word_too_small_for_any_token_centre_labels_the_token_holding_its_centre():
@@ -110,12 +111,12 @@ def test_encode_gives_one_label_row_per_merged_token(world):
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
     for record, base in records:
         pixels, grid, labels, targets, count = pv.encode(record, base, settings)
-        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 5)
+        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 6)
         assert torch.equal(labels[:, 4] > 0, (labels[:, 1] > 0) | (labels[:, 2] > 0))  # shape or word tokens
         scene = record["scene"]
         pairs, places = len(pv.PAIRS), len(pv.PLACES)
         if "shapes" in scene:
-            assert (labels[:, 0] > 0).any() and (labels[:, 2] == 0).all()  # some token sees each scene's shapes
+            assert (labels[:, 0] > 0).any() and (labels[:, [2, 5]] == 0).all()  # some token sees each scene's shapes
             on_shapes = labels[:, 3][labels[:, 1] > 0]
             regions = {pv.REGION_CLASSES[r] for r in on_shapes.tolist()}
             assert (
@@ -129,6 +130,8 @@ def test_encode_gives_one_label_row_per_merged_token(world):
             )
         else:
             assert (labels[:, [0, 1, 3]] == pv.IGNORE).all() and (labels[:, 2] > 0).any()
+            letters = {pv.LETTER_CLASSES[i] for i in labels[:, 5].tolist()} - {"none"}
+            assert letters <= set("".join(scene["words"])) and (labels[:, 2][labels[:, 5] > 0] > 0).all()
             words = [pv.WORDS[i] for i in (targets[pairs + places :] == 1).nonzero().flatten().tolist()]
             assert sorted(words) == sorted(set(scene["words"])) and count == pv.IGNORE
             assert (targets[: pairs + places] == pv.IGNORE).all()
@@ -150,7 +153,7 @@ def test_pooled_kind_reads_the_mean_token_of_each_shape_of_each_image():
         (one_hot[kind["triangle"]], kind["square"], 2),
     ]
     features = torch.stack([f for f, _, _ in rows])
-    labels = torch.zeros(len(rows), 5, dtype=torch.long)
+    labels = torch.zeros(len(rows), 6, dtype=torch.long)
     labels[:, 1] = torch.tensor([k for _, k, _ in rows])
     labels[:, 4] = torch.tensor([s for _, _, s in rows])
     loss, stats = heads.pooled(features, [3, 3], labels)
@@ -167,12 +170,34 @@ def test_pooled_word_reads_the_mean_token_of_each_word():
     apple, kite = pv.WORD_CLASSES.index("apple"), pv.WORD_CLASSES.index("kite")
     one_hot = torch.eye(width)
     features = torch.stack([3 * one_hot[apple], one_hot[kite], one_hot[kite], one_hot[0]])
-    labels = torch.zeros(4, 5, dtype=torch.long)
+    labels = torch.zeros(4, 6, dtype=torch.long)
     labels[:, 1] = pv.IGNORE  # a text scene asks no kind
     labels[:, 2] = torch.tensor([apple, apple, kite, 0])
     labels[:, 4] = torch.tensor([1, 1, 2, 0])
     loss, stats = heads.pooled(features, [4], labels)
     assert stats == [[0, 0], [2, 2]] and loss > 0  # the first word's mean is apple though one token says kite
+
+
+def test_the_letter_head_names_the_letter_under_each_token_and_leaves_the_other_heads_as_they_were():
+    width, e, k = 8, pv.LETTER_CLASSES.index("e"), pv.LETTER_CLASSES.index("k")
+    torch.manual_seed(0)
+    plain = pv.Heads(width)
+    torch.manual_seed(0)
+    heads = pv.Heads(width, letter_weight=1.0)
+    assert all(torch.equal(plain.state_dict()[name], value) for name, value in plain.state_dict().items())
+    assert heads.reported == (*pv.REPORTED, "letter") and plain.reported == pv.REPORTED
+    with torch.no_grad():  # the letter head reads feature 0 as "e" and feature 1 as "k"
+        heads.letters.weight.zero_()
+        heads.letters.bias.zero_()
+        heads.letters.weight[e, 0] = heads.letters.weight[k, 1] = 1.0
+    features = torch.tensor([[2.0, 0, 0, 0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]])
+    labels = torch.zeros(3, 6, dtype=torch.long)
+    labels[:, [0, 1, 3]] = pv.IGNORE  # a text scene
+    labels[:, 5] = torch.tensor([e, k, 0])  # the second token is a "k" read as "e"; the third lies under no letter
+    targets, counts = torch.zeros(1, pv.IMAGE_TARGETS), torch.tensor([pv.IGNORE])
+    loss, stats = heads.loss_and_hits(features, [3], labels, targets, counts)
+    assert stats[-1] == [1, 2] and len(stats) == len(heads.reported)
+    assert loss > plain.loss_and_hits(features, [3], labels, targets, counts)[0]
 
 
 def test_the_grid_loss_pulls_each_token_to_the_stage0b_slot_of_what_lies_under_it():

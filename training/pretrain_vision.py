@@ -6,7 +6,7 @@ linear heads on the merger's output, all read off the scene the synthetic world 
 each image:
 - per merged token: the colour and the kind of the shape under it, the word of the text under
   it ("none" where there is none), and on a scene's shape tokens the third of the image (left,
-  middle, right) that the shape is in;
+  middle, right) that the shape is in; with `--letter-weight`, also the letter of the text under it;
 - per shape and per word, from the mean of its tokens (`--pooled-weight`): its kind, or which
   word it is. The LLM reads a shape or a word by attending to its tokens, that is, by a mean of
   them, and most single tokens of a shape see too little of its outline to tell its kind;
@@ -30,7 +30,9 @@ apart.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
+import string
 import sys
 import time
 from dataclasses import replace
@@ -67,6 +69,7 @@ COLOUR_CLASSES = ("none", *COLOURS)
 KIND_CLASSES = ("none", *KINDS)
 WORD_CLASSES = ("none", *WORDS)
 REGION_CLASSES = ("none", *REGIONS)
+LETTER_CLASSES = ("none", *string.ascii_lowercase)  # the OCR words are lower-case a-z
 TOKEN_HEADS = ("colour", "kind", "word", "region")
 # the token heads whose classes are single words (stage 0b lays them out in its grid)
 SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
@@ -148,6 +151,23 @@ def word_labels(scene: dict, boxes) -> tuple[list[int], list[int]]:
     return labels, owners
 
 
+def letter_labels(scene: dict, boxes) -> list[int]:
+    """The letter whose advance span holds each token's centre, for centres inside the inked
+    text's rows (LETTER_CLASSES; 0: none). A letter too narrow to hold a centre labels nothing:
+    a token then shows several letters and is named by the one at its centre."""
+    face, x0 = font(scene["font_size"]), scene["origin"][0]
+    _, top, _, bottom = scene["text_bbox"]
+    text = " ".join(scene["words"])
+    edges = [x0 + face.getlength(text[:i]) for i in range(len(text) + 1)]
+    labels = [0] * len(boxes)
+    for t, (a, b, c, d) in enumerate(boxes):
+        x, y = (a + c) / 2, (b + d) / 2
+        if top <= y < bottom and edges[0] <= x < edges[-1]:
+            char = text[bisect.bisect_right(edges, x) - 1]
+            labels[t] = LETTER_CLASSES.index(char) if char != " " else 0
+    return labels
+
+
 PAIRS = [(c, k) for c in COLOURS for k in KINDS]
 PLACES = [(k, r) for k in KINDS for r in REGIONS]
 IMAGE_TARGETS = len(PAIRS) + len(PLACES) + len(WORDS)  # multi-label; then one count class
@@ -172,9 +192,9 @@ def image_targets(scene: dict) -> tuple[torch.Tensor, int]:
 
 
 def encode(record: dict, base: Path, settings: ImageSettings):
-    """(pixel_values [N, 1176], grid (1, gh, gw), token labels long [N / 4, 5] (TOKEN_HEADS' classes,
-    then the shape or word under the token: 1 + its index, 0 none), image targets float [IMAGE_TARGETS],
-    shape count) for one image sample."""
+    """(pixel_values [N, 1176], grid (1, gh, gw), token labels long [N / 4, 6] (TOKEN_HEADS' classes,
+    then the shape or word under the token: 1 + its index, 0 none, then the letter under it),
+    image targets float [IMAGE_TARGETS], shape count) for one image sample."""
     media = record["messages"][0]["content"][0]
     return encode_image(load_image(media["image"], base), record["scene"], settings)
 
@@ -229,11 +249,12 @@ def encode_image(image, scene: dict, settings: ImageSettings):
     boxes = token_boxes(image.height, image.width, grid[1] // merge, grid[2] // merge, settings.factor)
     if "shapes" in scene:
         colours, kinds, regions, owners = shape_labels(scene, boxes)
-        words = [0] * len(boxes)
+        words = letters = [0] * len(boxes)
     else:  # text scene: its colour is the ink's, not a shape's, so the shape heads skip it
         colours = kinds = regions = [IGNORE] * len(boxes)
         words, owners = word_labels(scene, boxes)
-    labels = torch.tensor([colours, kinds, words, regions, owners]).T
+        letters = letter_labels(scene, boxes)
+    labels = torch.tensor([colours, kinds, words, regions, owners, letters]).T
     return pixels, grid, labels, *image_targets(scene)
 
 
@@ -254,7 +275,7 @@ class WordHead(nn.Module):
 
 
 def grid_targets(labels: torch.Tensor, word_rows: dict[str, torch.Tensor]) -> torch.Tensor:
-    """labels [T, 5] -> [T, width]: what stage 0b puts in each slot (training/pretrain_reading.py),
+    """labels [T, 6] -> [T, width]: what stage 0b puts in each slot (training/pretrain_reading.py),
     the sum of the LLM's embeddings of the colour, kind and region words of the shape under a token,
     zero elsewhere."""
     out = labels.new_zeros((labels.shape[0], next(iter(word_rows.values())).shape[1]), dtype=torch.float)
@@ -265,6 +286,12 @@ def grid_targets(labels: torch.Tensor, word_rows: dict[str, torch.Tensor]) -> to
     return out
 
 
+def named_hits(logits: torch.Tensor, target: torch.Tensor) -> list[int]:
+    """[right, counted] over the tokens whose target names something (class > 0)."""
+    named = target > 0
+    return [int((logits.argmax(-1)[named] == target[named]).sum()), int(named.sum())]
+
+
 class Heads(nn.Module):
     def __init__(
         self,
@@ -272,9 +299,11 @@ class Heads(nn.Module):
         pooled_weight: float = 0.0,
         word_rows: dict[str, torch.Tensor] | None = None,
         grid_weight: float = 0.0,
+        letter_weight: float = 0.0,
     ):
         """word_rows: per token head named there, the LLM's embeddings of its class words (a WordHead);
-        grid_weight: weight of the squared distance of the tokens to the stage-0b grid (needs word_rows)."""
+        grid_weight: weight of the squared distance of the tokens to the stage-0b grid (needs word_rows);
+        letter_weight: weight of a token head naming the letter under each token (0: no such head)."""
         super().__init__()
         self.pooled_weight, self.grid_weight = pooled_weight, grid_weight
         self.word_rows = word_rows
@@ -286,12 +315,17 @@ class Heads(nn.Module):
         )
         self.image = nn.Linear(width, IMAGE_TARGETS)
         self.count = nn.Linear(width, 4)
+        # made last, so that without it the other heads start as they always have
+        self.letters = nn.Linear(width, len(LETTER_CLASSES)) if letter_weight else None
+        self.letter_weight = letter_weight
+        self.reported = (*REPORTED, "letter") if letter_weight else REPORTED
 
     def loss_and_hits(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor, targets, counts):
-        """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 5],
-        targets [I, IMAGE_TARGETS], counts [I] -> (loss, per REPORTED entry [hits, counted]: the
+        """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 6],
+        targets [I, IMAGE_TARGETS], counts [I] -> (loss, per `reported` entry [hits, counted]: the
         token heads on the tokens they name something on (a shape, a word or a region), then
-        the kind head on each shape's mean token and the word head on each word's)."""
+        the kind head on each shape's mean token and the word head on each word's, then the letter
+        head on the tokens a letter lies under)."""
         loss, stats = features.new_zeros(()), []
         if self.grid_weight:
             loss = loss + self.grid_weight * self.grid_loss(features, labels)
@@ -302,14 +336,17 @@ class Heads(nn.Module):
             logits = head(features)
             if (target != IGNORE).any():
                 loss = loss + F.cross_entropy(logits, target, ignore_index=IGNORE)
-            named = target > 0
-            stats.append([int((logits.argmax(-1)[named] == target[named]).sum()), int(named.sum())])
+            stats.append(named_hits(logits, target))
         pooled = torch.stack([part.mean(0) for part in features.split(sizes)])  # [I, width]
         known = targets != IGNORE
         loss = loss + F.binary_cross_entropy_with_logits(self.image(pooled)[known], targets[known])
         if (counts != IGNORE).any():
             loss = loss + F.cross_entropy(self.count(pooled), counts, ignore_index=IGNORE)
-        return loss, [*stats, *pooled_stats]
+        if self.letters is not None:
+            logits, target = self.letters(features), labels[:, 5]
+            loss = loss + self.letter_weight * F.cross_entropy(logits, target)
+            stats.append(named_hits(logits, target))
+        return loss, [*stats[:4], *pooled_stats, *stats[4:]]
 
     def grid_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Squared distance of the tokens to the grid stage 0b taught the LLM to read, relative
@@ -405,9 +442,9 @@ def llm_word_rows(llm_dir: str) -> dict[str, torch.Tensor]:
 
 
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
-    """Per REPORTED entry: accuracy on the tokens a head names something on (a shape, a word,
+    """Per `heads.reported` entry: accuracy on the tokens a head names something on (a shape, a word,
     a region), then of the kind head on each shape's mean token and the word head on each word's."""
-    totals = [[0, 0] for _ in REPORTED]
+    totals = [[0, 0] for _ in heads.reported]
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
             pixels, grids, *labels = batch_of(records, range(start, min(start + batch_size, len(records))), settings)
@@ -453,12 +490,18 @@ def parse_args(argv):
         default=0.0,
         help="weight of the tokens' squared distance to the stage-0b word grid (needs --word-heads; 0: off)",
     )
+    p.add_argument(
+        "--letter-weight",
+        type=float,
+        default=0.0,
+        help="weight of a token head naming the letter of the text under each token (0: off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for name in ("drills", "word_drills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: a count is >= 0, got {getattr(args, name)}")
-    for name in ("pooled_weight", "grid_weight"):
+    for name in ("pooled_weight", "grid_weight", "letter_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: a loss weight is >= 0, got {getattr(args, name)}")
     if args.grid_weight and not args.word_heads:
@@ -494,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     vision = vision_config_from(cfg.init.get("vision"))
     vision.out_hidden_size = llm_config["hidden_size"]
     tower = small_normal_init_(VisionEncoder(vision)).train()
-    heads = Heads(vision.out_hidden_size, args.pooled_weight, word_rows, args.grid_weight)
+    heads = Heads(vision.out_hidden_size, args.pooled_weight, word_rows, args.grid_weight, args.letter_weight)
     params = [*tower.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
@@ -522,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     if heldout:
         accuracy = evaluate(tower, heads, heldout, settings, args.batch_size)
         summary += "; held-out token accuracy " + ", ".join(
-            f"{name} {acc:.1%}" for name, acc in zip(REPORTED, accuracy, strict=True)
+            f"{name} {acc:.1%}" for name, acc in zip(heads.reported, accuracy, strict=True)
         )
     print(summary)
     return 0
