@@ -184,7 +184,7 @@ def test_the_letter_head_names_the_letter_under_each_token_and_leaves_the_other_
     plain = pv.Heads(width)
     torch.manual_seed(0)
     heads = pv.Heads(width, letter_weight=1.0)
-    assert all(torch.equal(plain.state_dict()[name], value) for name, value in plain.state_dict().items())
+    assert all(torch.equal(heads.state_dict()[name], value) for name, value in plain.state_dict().items())
     assert heads.reported == (*pv.REPORTED, "letter") and plain.reported == pv.REPORTED
     with torch.no_grad():  # the letter head reads feature 0 as "e" and feature 1 as "k"
         heads.letters.weight.zero_()
