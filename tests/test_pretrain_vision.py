@@ -367,7 +367,7 @@ def test_bad_data_is_one_clear_line(tmp_path, capsys, content, message):
     assert not (tmp_path / "v.safetensors").exists()
 
 
-@pytest.mark.parametrize("option", ["--drills", "--word-drills", "--pooled-weight", "--grid-weight"])
+@pytest.mark.parametrize("option", ["--drills", "--word-drills", "--pooled-weight", "--grid-weight", "--letter-weight"])
 def test_a_negative_count_or_weight_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pv.parse_args(["--config", "c.yaml", "--data", "d.jsonl", option, "-1"])

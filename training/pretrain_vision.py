@@ -342,11 +342,12 @@ class Heads(nn.Module):
         loss = loss + F.binary_cross_entropy_with_logits(self.image(pooled)[known], targets[known])
         if (counts != IGNORE).any():
             loss = loss + F.cross_entropy(self.count(pooled), counts, ignore_index=IGNORE)
+        letter_stats = []
         if self.letters is not None:
             logits, target = self.letters(features), labels[:, 5]
             loss = loss + self.letter_weight * F.cross_entropy(logits, target)
-            stats.append(named_hits(logits, target))
-        return loss, [*stats[:4], *pooled_stats, *stats[4:]]
+            letter_stats.append(named_hits(logits, target))
+        return loss, [*stats, *pooled_stats, *letter_stats]
 
     def grid_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Squared distance of the tokens to the grid stage 0b taught the LLM to read, relative
@@ -443,7 +444,8 @@ def llm_word_rows(llm_dir: str) -> dict[str, torch.Tensor]:
 
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
     """Per `heads.reported` entry: accuracy on the tokens a head names something on (a shape, a word,
-    a region), then of the kind head on each shape's mean token and the word head on each word's."""
+    a region), then of the kind head on each shape's mean token and the word head on each word's, then
+    of the letter head (with --letter-weight)."""
     totals = [[0, 0] for _ in heads.reported]
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
