@@ -131,17 +131,26 @@ def shape_labels(scene: dict, boxes) -> tuple[list[int], list[int], list[int], l
     return colours, kinds, regions, owners
 
 
+def advance_edges(scene: dict) -> tuple[str, list[float]]:
+    """A text scene's line and the x (image pixels) where each of its characters' advances starts,
+    then where the line's ends: the spans that name a token's word and letter."""
+    face, x0 = font(scene["font_size"]), scene["origin"][0]
+    text = " ".join(scene["words"])
+    return text, [x0 + face.getlength(text[:i]) for i in range(len(text) + 1)]
+
+
 def word_labels(scene: dict, boxes) -> tuple[list[int], list[int]]:
     """The word whose advance span holds each token's centre, for centres inside the inked
     text's rows, and which word of the line that is (1 + its index; 0: none); a word too small
     to hold a centre labels the free token that holds its own centre."""
-    face, x0 = font(scene["font_size"]), scene["origin"][0]
+    _, edges = advance_edges(scene)
     _, top, _, bottom = scene["text_bbox"]
     centres = [((a + c) / 2, (b + d) / 2) for a, b, c, d in boxes]
     labels, owners = [0] * len(boxes), [0] * len(boxes)
+    start = 0  # the word's first character in the line
     for index, word in enumerate(scene["words"]):
-        prefix = " ".join(scene["words"][:index]) + (" " if index else "")
-        left, right = x0 + face.getlength(prefix), x0 + face.getlength(prefix + word)
+        left, right = edges[start], edges[start + len(word)]
+        start += len(word) + 1
         hits = [t for t, (x, y) in enumerate(centres) if left <= x < right and top <= y < bottom]
         if not hits:
             x, y = (left + right) / 2, (top + bottom) / 2
@@ -155,10 +164,8 @@ def letter_labels(scene: dict, boxes) -> list[int]:
     """The letter whose advance span holds each token's centre, for centres inside the inked
     text's rows (LETTER_CLASSES; 0: none). A letter too narrow to hold a centre labels nothing:
     a token then shows several letters and is named by the one at its centre."""
-    face, x0 = font(scene["font_size"]), scene["origin"][0]
+    text, edges = advance_edges(scene)
     _, top, _, bottom = scene["text_bbox"]
-    text = " ".join(scene["words"])
-    edges = [x0 + face.getlength(text[:i]) for i in range(len(text) + 1)]
     labels = [0] * len(boxes)
     for t, (a, b, c, d) in enumerate(boxes):
         x, y = (a + c) / 2, (b + d) / 2
