@@ -98,6 +98,30 @@ def test_the_exists_share_turns_a_scene_samples_questions_into_exists_drills(wor
     assert torch.equal(drilled.pixel_values, plain.pixel_values)  # the same scene
 
 
+def test_the_compare_drill_shows_one_shape_and_asks_only_its_kind_in_its_own_or_another_colour(world_llm):
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    answers = []
+    for seed in range(40):
+        sample = pr.scene_sample(np.random.default_rng(seed), processor, ids, 448, 0.5, turns=3, compare_share=1.0)
+        shown = {tuple(row[:2]) for row in sample.pixel_values.tolist() if row[0] >= 0}
+        assert len(shown) == 1  # one shape: its colour and kind word ids
+        (colour_id, kind_id), text = shown.pop(), tokenizer.decode(sample.input_ids)
+        assert text.count("Is there a") == 3 and "Describe" not in text
+        for turn in text.split("Is there a")[1:]:
+            colour, kind = turn.split("?")[0].split()
+            assert ids["kind"][pv.SHAPE_WORDS["kind"].index(kind)] == kind_id
+            answer = "yes" if ids["colour"][pv.SHAPE_WORDS["colour"].index(colour)] == colour_id else "no"
+            assert turn.split("assistant\n")[1].startswith(answer)
+            answers.append(answer)
+    assert 40 < answers.count("yes") < 80
+    plain = pr.scene_sample(np.random.default_rng(0), processor, ids, 448, 0.5, turns=3)
+    assert torch.equal(
+        plain.input_ids,
+        pr.scene_sample(np.random.default_rng(0), processor, ids, 448, 0.5, turns=3, compare_share=0.0).input_ids,
+    )
+
+
 def test_a_clip_sample_is_the_grid_the_processor_gives_the_rendered_clip_with_its_event_in_time(world_llm, tmp_path):
     processor = QwenVLProcessor.from_pretrained(world_llm)
     ids = pv.shape_word_ids(processor.tokenizer)
@@ -224,6 +248,7 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--max-size", "32"],
         ["--noise", "-0.1"],
         ["--turns", "0"],
+        ["--compare-drill", "1.5"],
         ["--eval-every", "0"],
         ["--length-groups", "0"],
         ["--noise-seed", str(2**70)],

@@ -171,13 +171,18 @@ def scene_sample(
     qtype: str | None = None,
     turns: int = 1,
     exists_share: float = 0.0,
+    compare_share: float = 0.0,
 ) -> Sample:
     """A chat of `turns` fresh caption or VQA turns (of type `qtype`, or any; `exists_share` of the
     VQA turns an exists_drill) about one scene drawn from `rng`; its pixel_values are the word ids
-    under each merged token ([T, 3], WordGrid's input), its grid in patches."""
-    scene = sample_image_scene(rng, *sample_image_size(rng, MIN_SIDE, max_size))
+    under each merged token ([T, 3], WordGrid's input), its grid in patches. `compare_share` of the
+    scenes hold one shape and ask only exists_drill turns: the colour comparison with no lookup."""
+    compare = compare_share > 0 and rng.random() < compare_share  # no draw at 0: the old runs keep their bytes
+    scene = sample_image_scene(rng, *sample_image_size(rng, MIN_SIDE, max_size), count=1 if compare else None)
 
     def ask() -> tuple[str, str]:
+        if compare:
+            return exists_drill(rng, scene)
         if rng.random() < caption_share:
             return CAPTION_PROMPT, caption(scene)
         if exists_share and rng.random() < exists_share:  # no draw at 0: the old runs keep their bytes
@@ -333,6 +338,14 @@ def parse_args(argv):
         help="share of VQA turns that are extra 'Is there' questions whose 'no' asks a kind of the picture in another colour",
     )
     p.add_argument(
+        "--compare-drill",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of training pictures that hold one shape and ask only 'Is there a {colour} {kind}?' of its "
+        "kind, half the time in another colour: the colour comparison, with no lookup to find first",
+    )
+    p.add_argument(
         "--turns", type=int, default=1, help="question turns per training picture (one grid, several answers to learn)"
     )
     p.add_argument(
@@ -401,7 +414,7 @@ def parse_args(argv):
     for name in ("lookup_weight", "time_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} is >= 0, got {getattr(args, name)}")
-    for name in ("caption_share", "clip_share", "exists_drill"):
+    for name in ("caption_share", "clip_share", "exists_drill", "compare_drill"):
         if not 0 <= getattr(args, name) <= 1:
             p.error(f"--{name.replace('_', '-')}: a share is in [0, 1], got {getattr(args, name)}")
     return args
@@ -445,11 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
 
-    def draw_samples(rng, n, clip_share, caption_share=args.caption_share, qtype=None, turns=1, exists=0.0):
+    def draw_samples(
+        rng, n, clip_share, caption_share=args.caption_share, qtype=None, turns=1, exists=0.0, compare=0.0
+    ):
         return [
             clip_sample(rng, processor, ids)
             if rng.random() < clip_share
-            else scene_sample(rng, processor, ids, args.max_size, caption_share, qtype, turns, exists)
+            else scene_sample(rng, processor, ids, args.max_size, caption_share, qtype, turns, exists, compare)
             for _ in range(n)
         ]
 
@@ -467,7 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     merge = processor.image_settings.merge_size
     started = time.time()
     for step in range(args.steps):
-        samples = draw_samples(rng, args.batch_size, args.clip_share, turns=args.turns, exists=args.exists_drill)
+        samples = draw_samples(
+            rng,
+            args.batch_size,
+            args.clip_share,
+            turns=args.turns,
+            exists=args.exists_drill,
+            compare=args.compare_drill,
+        )
         groups = [(g, padded_batch(g, model.position_ids, pad_id)) for g in length_groups(samples, args.length_groups)]
         looked_up = [  # per group, per lookup head: (rows, targets)
             [

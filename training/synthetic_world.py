@@ -212,9 +212,9 @@ def sample_background(rng: np.random.Generator, textures=TEXTURES) -> Background
     return Background(colour, texture, int(rng.integers(0, 2**31)))
 
 
-def sample_image_scene(rng: np.random.Generator, width: int, height: int) -> ImageScene:
-    """1-3 shapes of distinct kinds, each alone in its own third of the image."""
-    count = int(rng.integers(1, 4))
+def sample_image_scene(rng: np.random.Generator, width: int, height: int, count: int | None = None) -> ImageScene:
+    """`count` shapes (default: 1-3, drawn) of distinct kinds, each alone in its own third of the image."""
+    count = int(rng.integers(1, 4)) if count is None else count
     background = sample_background(rng)
     palette = colours_on(background.colour)
     kinds = [KINDS[i] for i in rng.choice(len(KINDS), count, replace=False)]
