@@ -350,6 +350,19 @@ def test_an_exists_head_of_its_own_is_trained_and_reported_beside_the_lookup_hea
     assert "; exists head's attention on its targets " in line
 
 
+def test_an_event_head_takes_the_clips_events_from_the_lookup_head(world_llm, tmp_path, capsys):
+    base = ["--llm", str(world_llm), "--out", str(tmp_path / "read"), "--steps", "2", "--batch-size", "6"]
+    base += ["--lookup-weight", "1", "--lookup-layer", "0", "--clip-share", "0.5", "--eval-every", "2"]
+    assert pr.main([*base, "--event-head", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --event-head 2: the LLM has heads 0-1"
+    with pytest.raises(SystemExit):
+        pr.parse_args([*base, "--event-head", "1", "--exists-head", "1"])
+    assert "give each its own" in capsys.readouterr().err
+    assert pr.main([*base, "--event-head", "1"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "; lookup head's attention on the asked shape " in line and "; event head's attention on the event " in line
+
+
 def test_the_lookup_loss_reads_the_attention_the_model_itself_uses(world_llm):
     import qwen_vl.modeling.text as text
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration
@@ -436,6 +449,7 @@ def test_a_when_question_about_a_clip_looks_up_its_event_where_it_first_shows(wo
             assert targets == []  # "Which way does it move?" has no second to read
             continue
         ((position, mask),) = targets
+        assert lookup_targets(sample, tokenizer, processor.image_token_id, types=("colour", "where", "exists")) == []
         asked.add(scene.event.type)
         assert tokenizer.decode(sample.input_ids[position + 1]) == answer.split()[1][0]  # it predicts the number
         assert (sample.input_ids[mask] == video).all()

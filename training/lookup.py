@@ -20,7 +20,7 @@ from qwen_vl.modeling.layers import apply_rotary
 from training.data import IGNORE, Sample
 from training.synthetic_world import vqa_type
 
-LOOKUP_TYPES = ("colour", "where", "exists")  # the questions that name a shape by its kind
+LOOKUP_TYPES = ("colour", "where", "exists", "when")  # questions naming a shape by its kind; "when": a clip's event
 NUMBER_AT = 2  # "At 4 seconds." is "At", " ", "4", ...: the number is the answer's third token
 
 
@@ -42,7 +42,7 @@ def lookup_targets(
     answer's number, the video tokens of its event). `types`: the question types looked up."""
     tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
     if isinstance(sample, EventSample):
-        if sample.event_slots is None or not sample.event_slots.any():
+        if "when" not in types or sample.event_slots is None or not sample.event_slots.any():
             return []
         answer = int((labels != IGNORE).nonzero()[0, 0])
         return [(answer + NUMBER_AT - 1, sample.event_slots)]

@@ -62,7 +62,7 @@ from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
 from training.data import IGNORE, Sample, assistant_labels
-from training.lookup import EventSample, LookupLoss, batch_targets
+from training.lookup import LOOKUP_TYPES, EventSample, LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -298,15 +298,21 @@ def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
 def lookup_heads(layer: nn.Module, args) -> list[tuple[str, LookupLoss, dict]]:
     """The lookup losses of `layer`: (what the held-out line calls its mass, loss, batch_targets
     options). Head 0 looks up the asked kind (for "Is there", with --exists-lookup both and no
-    --exists-head, both words); an --exists-head looks up both words for "Is there" alone."""
+    --exists-head, both words) and a clip's event; an --exists-head looks up both words for "Is
+    there" alone; an --event-head takes the clips' events from head 0."""
     both, shape = args.exists_lookup == "both", "lookup head's attention on the asked shape"
-    if not (both and args.exists_head):
-        return [(shape, LookupLoss(layer), {"match_exists": both})]
-    exists = {"match_exists": True, "types": ("exists",)}
-    return [
-        (shape, LookupLoss(layer), {}),
-        ("exists head's attention on its targets", LookupLoss(layer, args.exists_head), exists),
-    ]
+    types = tuple(t for t in LOOKUP_TYPES if t != "when" or not args.event_head)
+    if both and args.exists_head:
+        exists = {"match_exists": True, "types": ("exists",)}
+        heads = [
+            (shape, LookupLoss(layer), {"types": types}),
+            ("exists head's attention on its targets", LookupLoss(layer, args.exists_head), exists),
+        ]
+    else:
+        heads = [(shape, LookupLoss(layer), {"match_exists": both, "types": types})]
+    if args.event_head:
+        heads.append(("event head's attention on the event", LookupLoss(layer, args.event_head), {"types": ("when",)}))
+    return heads
 
 
 def parse_args(argv):
@@ -375,6 +381,13 @@ def parse_args(argv):
         "head itself; another: that head, while head 0 keeps the kind's slots for every question)",
     )
     p.add_argument(
+        "--event-head",
+        type=int,
+        default=0,
+        help="the head of the lookup layer told where a clip's event first shows (0: the lookup head itself, "
+        "which also finds the pictures' shapes; another: that head alone)",
+    )
+    p.add_argument(
         "--time-weight",
         type=float,
         default=0.0,
@@ -403,6 +416,8 @@ def parse_args(argv):
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.event_head and args.event_head == args.exists_head:
+        p.error("--event-head and --exists-head name one head: give each its own")
     if min(args.steps, args.batch_size, args.turns, args.eval_every, args.length_groups) < 1:
         p.error("--steps, --batch-size, --turns, --eval-every and --length-groups are >= 1")
     for name in ("seed", "noise_seed"):  # torch and numpy seeds; the held-out line's noise uses S + 1
@@ -441,9 +456,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name}-layer {layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
             return 2
     head_count = model.config.text.num_attention_heads
-    if not 0 <= args.exists_head < head_count:
-        print(f"error: --exists-head {args.exists_head}: the LLM has heads 0-{head_count - 1}", file=sys.stderr)
-        return 2
+    for name in ("exists_head", "event_head"):
+        if not 0 <= getattr(args, name) < head_count:
+            flag = "--" + name.replace("_", "-")
+            print(f"error: {flag} {getattr(args, name)}: the LLM has heads 0-{head_count - 1}", file=sys.stderr)
+            return 2
     torch.manual_seed(args.seed)
     train_noise = None if args.noise_seed is None else torch.Generator().manual_seed(args.noise_seed)
     model.visual = WordGrid(model.model.embed_tokens, args.noise, train_noise)
