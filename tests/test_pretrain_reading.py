@@ -115,11 +115,6 @@ def test_the_compare_drill_shows_one_shape_and_asks_only_its_kind_in_its_own_or_
             assert turn.split("assistant\n")[1].startswith(answer)
             answers.append(answer)
     assert 40 < answers.count("yes") < 80
-    plain = pr.scene_sample(np.random.default_rng(0), processor, ids, 448, 0.5, turns=3)
-    assert torch.equal(
-        plain.input_ids,
-        pr.scene_sample(np.random.default_rng(0), processor, ids, 448, 0.5, turns=3, compare_share=0.0).input_ids,
-    )
 
 
 def test_a_clip_sample_is_the_grid_the_processor_gives_the_rendered_clip_with_its_event_in_time(world_llm, tmp_path):
