@@ -302,14 +302,10 @@ def lookup_heads(layer: nn.Module, args) -> list[tuple[str, LookupLoss, dict]]:
     there" alone; an --event-head takes the clips' events from head 0."""
     both, shape = args.exists_lookup == "both", "lookup head's attention on the asked shape"
     types = tuple(t for t in LOOKUP_TYPES if t != "when" or not args.event_head)
+    heads = [(shape, LookupLoss(layer), {"match_exists": both and not args.exists_head, "types": types})]
     if both and args.exists_head:
         exists = {"match_exists": True, "types": ("exists",)}
-        heads = [
-            (shape, LookupLoss(layer), {"types": types}),
-            ("exists head's attention on its targets", LookupLoss(layer, args.exists_head), exists),
-        ]
-    else:
-        heads = [(shape, LookupLoss(layer), {"match_exists": both, "types": types})]
+        heads.append(("exists head's attention on its targets", LookupLoss(layer, args.exists_head), exists))
     if args.event_head:
         heads.append(("event head's attention on the event", LookupLoss(layer, args.event_head), {"types": ("when",)}))
     return heads
