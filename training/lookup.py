@@ -49,9 +49,30 @@ def lookup_targets(
     if sample.image_grid_thw is None or words is None:
         return []
     image = (tokens == image_token_id).nonzero()[:, 0]
+    targets = []
+    for position, question, qtype in asked_questions(sample, tokenizer, image_token_id):
+        if qtype not in types:
+            continue
+        *_, colour, kind = question.rstrip("?").split()  # "... a red star?"; colour questions end "the star?"
+        holds = words[:, 1] == word_id(tokenizer, kind)
+        mask = torch.zeros(len(tokens), dtype=torch.bool)
+        if qtype == "exists" and match_exists:
+            holds &= words[:, 0] == word_id(tokenizer, colour)
+            if not holds.any():
+                mask[image[0] - 1] = True  # "no": the vision block's start
+        mask[image[holds]] = True
+        if mask.any():
+            targets.append((position, mask))
+    return targets
+
+
+def asked_questions(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, str, str]]:
+    """(position predicting the answer's first token, question, VQA type) of each VQA turn of a
+    grid chat (captions are passed over)."""
+    tokens, labels = sample.input_ids, sample.labels
     text = tokens.tolist()
     im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-    targets = []
+    asked = []
     starts = ((labels != IGNORE) & (torch.roll(labels, 1) == IGNORE)).nonzero()[:, 0].tolist()
     for start in starts:
         header = max(i for i in range(start - 1) if text[i] == im_start)  # the assistant's header
@@ -60,25 +81,13 @@ def lookup_targets(
         question = tokenizer.decode(turn).split("<|vision_end|>")[-1].split("user\n")[-1]
         question = question.replace("<|im_end|>", "").strip()
         try:
-            qtype = vqa_type(question)
+            asked.append((start - 1, question, vqa_type(question)))
         except ValueError:
             continue  # a caption
-        if qtype not in types:
-            continue
-        *_, colour, kind = question.rstrip("?").split()  # "... a red star?"; colour questions end "the star?"
-        holds = words[:, 1] == _word_id(tokenizer, kind)
-        mask = torch.zeros(len(tokens), dtype=torch.bool)
-        if qtype == "exists" and match_exists:
-            holds &= words[:, 0] == _word_id(tokenizer, colour)
-            if not holds.any():
-                mask[image[0] - 1] = True  # "no": the vision block's start
-        mask[image[holds]] = True
-        if mask.any():
-            targets.append((start - 1, mask))
-    return targets
+    return asked
 
 
-def _word_id(tokenizer, word: str) -> int:
+def word_id(tokenizer, word: str) -> int:
     return tokenizer.encode(" " + word)[0]  # the world's words are single tokens after a space
 
 

@@ -61,6 +61,7 @@ from qwen_vl.processing.chat import expand_placeholders
 from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
+from training.compare_probe import CompareProbe, batch_compare_targets
 from training.data import IGNORE, Sample, assistant_labels
 from training.lookup import LOOKUP_TYPES, EventSample, LookupLoss, batch_targets
 from training.packing import padded_batch
@@ -85,6 +86,10 @@ from training.time_code import TimeCode, token_seconds
 
 MIN_SIDE = 64  # px: the smallest scene side, as in the synthetic world's defaults
 MAX_SEED = 2**63 - 1_000_003  # seeds are offset (held-out draws) and must stay a torch seed (int64)
+
+# the tower WordGrid replaces: the smallest there is (the published default would draw ~670 M weights
+# only to drop them); its patch, merge and time settings are the defaults, which the grids' ids follow
+STAND_IN_TOWER = {"hidden_size": 16, "depth": 1, "num_heads": 1, "intermediate_size": 16, "fullatt_block_indexes": [0]}
 
 
 class WordGrid(nn.Module):
@@ -384,6 +389,13 @@ def parse_args(argv):
         "which also finds the pictures' shapes; another: that head alone)",
     )
     p.add_argument(
+        "--compare-weight",
+        type=float,
+        default=0.0,
+        help="weight of the comparison probe (training/compare_probe.py): the lookup layer's output at the answer "
+        "names the asked colour and the colour of the shape of the asked kind",
+    )
+    p.add_argument(
         "--time-weight",
         type=float,
         default=0.0,
@@ -440,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         processor = QwenVLProcessor.from_pretrained(args.llm)
-        model = QwenVLForConditionalGeneration.from_llm(args.llm)
+        model = QwenVLForConditionalGeneration.from_llm(args.llm, vision_config=STAND_IN_TOWER)
         ids = shape_word_ids(processor.tokenizer)
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -448,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     layers = len(model.model.layers)
     for name in ("lookup", "time"):
         layer = getattr(args, f"{name}_layer")
-        if getattr(args, f"{name}_weight") and not -layers <= layer < layers:
+        weighted = getattr(args, f"{name}_weight") or (name == "lookup" and args.compare_weight)
+        if weighted and not -layers <= layer < layers:
             print(f"error: --{name}-layer {layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
             return 2
     head_count = model.config.text.num_attention_heads
@@ -467,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.time_weight:
         timecode = TimeCode(model.model.layers[args.time_layer], model.config.text.hidden_size)
         params += list(timecode.parameters())
+    compare = None
+    if args.compare_weight:
+        with torch.random.fork_rng():  # its heads' draws leave the run's own draws as they were
+            compare = CompareProbe(model.model.layers[args.lookup_layer], model.config.text.hidden_size)
+        params += list(compare.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
     rng, pad_id = np.random.default_rng(args.seed), processor.tokenizer.pad_token_id or 0
@@ -491,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
     lookups = lookup_heads(model.model.layers[args.lookup_layer], args) if args.lookup_weight else []
     masses = [[] for _ in lookups]
-    image_id, timed = processor.image_token_id, []
+    image_id, timed, compared = processor.image_token_id, [], []
     merge = processor.image_settings.merge_size
     started = time.time()
     for step in range(args.steps):
@@ -513,12 +531,16 @@ def main(argv: list[str] | None = None) -> int:
         ]
         # each micro-batch's losses are weighted by its share of the step, so the split does not change the
         # step's mean (and one group is the whole batch exactly: its shares are 1.0)
+        probed = [
+            batch_compare_targets(group, processor.tokenizer, image_id) if compare else None for group, _ in groups
+        ]
+        compare_rows = sum(len(p[0]) for p in probed if p is not None)
         label_tokens = sum(batch.label_tokens for _, batch in groups)
         lookup_rows = [sum(len(heads[i][0]) for heads in looked_up) for i in range(len(lookups))]
         videos = [batch.input_ids == processor.video_token_id for _, batch in groups]
         video_tokens = int(sum(video.sum() for video in videos))
         step_loss = 0.0
-        for (group, batch), heads, video in zip(groups, looked_up, videos, strict=True):
+        for (group, batch), heads, video, probe_targets in zip(groups, looked_up, videos, probed, strict=True):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 loss = model(**batch.model_inputs(), labels=batch.labels).loss * (batch.label_tokens / label_tokens)
                 for i, ((_, lookup, _), (rows, targets)) in enumerate(zip(lookups, heads, strict=True)):
@@ -531,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
                     coded, right = timecode.loss(video, seconds)
                     loss = loss + args.time_weight * (int(video.sum()) / video_tokens) * coded
                     timed.append(right)
+                if probe_targets is not None and probe_targets[0]:
+                    rows, asked, found = probe_targets
+                    probe_loss, *rights = compare.loss(rows, asked, found)
+                    loss = loss + args.compare_weight * (len(rows) / compare_rows) * probe_loss
+                    compared.append(rights)
             loss.backward()
             step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -554,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
                 if mass:
                     shares += f"; {name} {sum(mass) / len(mass):.0%}"
                     mass.clear()
+            if compared:
+                asked = [a for a, _ in compared if a == a]  # nan: a micro-batch without exists questions
+                shares += f"; probe: asked colour {sum(asked) / max(len(asked), 1):.0%}, found colour "
+                shares += f"{sum(f for _, f in compared) / len(compared):.0%}"
+                compared.clear()
             if timed:
                 shares += f"; time code {sum(timed) / len(timed):.0%} of video tokens"
                 timed.clear()
