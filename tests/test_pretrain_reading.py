@@ -459,28 +459,34 @@ def test_a_when_question_about_a_clip_looks_up_its_event_where_it_first_shows(wo
     assert asked >= {"appear", "disappear", "colour"}
 
 
-def test_compare_targets_name_the_asked_colour_and_the_asked_kinds_colour_in_the_picture(world_llm):
+def test_compare_targets_name_the_asked_colour_and_the_asked_kinds_colour_and_third_in_the_picture(world_llm):
     from training.compare_probe import COLOUR_NAMES, compare_targets
-    from training.synthetic_world import vqa_type
+    from training.synthetic_world import REGIONS, vqa_type
 
     processor = QwenVLProcessor.from_pretrained(world_llm)
     ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
     colour_of = {ids["colour"][1 + i]: name for i, name in enumerate(COLOUR_NAMES)}
     kind_of = {ids["kind"][1 + i]: name for i, name in enumerate(pv.KIND_CLASSES[1:])}
+    region_of = {ids["region"][1 + i]: name for i, name in enumerate(REGIONS)}
     rng, seen = np.random.default_rng(2), set()
     for _ in range(16):
         sample = pr.scene_sample(rng, processor, ids, 448, 0.0, turns=4)
-        shown = {kind_of[k]: colour_of[c] for c, k, _ in sample.pixel_values.tolist() if k >= 0}
-        for position, asked, found in compare_targets(sample, tokenizer, processor.image_token_id):
+        shown = {kind_of[k]: (colour_of[c], region_of[r]) for c, k, r in sample.pixel_values.tolist() if k >= 0}
+        for position, asked, colour, region in compare_targets(sample, tokenizer, processor.image_token_id):
             assert sample.labels[position] == IGNORE and sample.labels[position + 1] != IGNORE  # predicts an answer
             before = tokenizer.decode(sample.input_ids[: position + 1]).split("<|im_start|>user\n")[-1]
             question = before.split("<|vision_end|>")[-1].split("<|im_end|>")[0]
             qtype, words = vqa_type(question), question.rstrip("?").split()
-            assert qtype in ("colour", "exists")
+            assert qtype in ("colour", "exists", "where")
             assert asked == (COLOUR_NAMES.index(words[-2]) if qtype == "exists" else IGNORE)
-            assert found == (1 + COLOUR_NAMES.index(shown[words[-1]]) if words[-1] in shown else 0)
-            seen.add((qtype, found > 0))
-    assert seen == {("colour", True), ("exists", True), ("exists", False)}  # a colour question's kind is shown
+            if words[-1] in shown:
+                want = shown[words[-1]]
+                assert (colour, region) == (1 + COLOUR_NAMES.index(want[0]), 1 + REGIONS.index(want[1]))
+            else:
+                assert (colour, region) == (0, 0)
+            seen.add((qtype, colour > 0))
+    # colour and where questions ask a kind that is shown; exists questions either
+    assert seen == {("colour", True), ("where", True), ("exists", True), ("exists", False)}
 
 
 def test_the_compare_probe_is_trained_and_reported_and_leaves_the_runs_draws(world_llm, tmp_path, capsys):
@@ -490,6 +496,7 @@ def test_the_compare_probe_is_trained_and_reported_and_leaves_the_runs_draws(wor
     plain = capsys.readouterr().out.splitlines()[0]
     assert pr.main([*base, "--out", str(tmp_path / "probed"), "--compare-weight", "1"]) == 0
     probed = capsys.readouterr().out.splitlines()[0]
-    assert "; probe: asked colour " in probed and ", found colour " in probed and "probe" not in plain
+    assert "; probe: asked colour " in probed and ", found colour " in probed and ", found region " in probed
+    assert "probe" not in plain
     # at rate 0 nothing learns: the same grids, drawn from the same generators, read the same
     assert probed.split("; probe:")[0].split("; read ")[1] == plain.split("; read ")[1]

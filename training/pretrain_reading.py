@@ -89,6 +89,7 @@ MAX_SEED = 2**63 - 1_000_003  # seeds are offset (held-out draws) and must stay 
 
 # the tower WordGrid replaces: the smallest there is (the published default would draw ~670 M weights
 # only to drop them); its patch, merge and time settings are the defaults, which the grids' ids follow
+PROBED = ("asked colour", "found colour", "found region")  # the comparison probe's heads, as the line names them
 STAND_IN_TOWER = {"hidden_size": 16, "depth": 1, "num_heads": 1, "intermediate_size": 16, "fullatt_block_indexes": [0]}
 
 
@@ -393,7 +394,7 @@ def parse_args(argv):
         type=float,
         default=0.0,
         help="weight of the comparison probe (training/compare_probe.py): the lookup layer's output at the answer "
-        "names the asked colour and the colour of the shape of the asked kind",
+        "names the asked colour and the colour and third of the shape of the asked kind",
     )
     p.add_argument(
         "--time-weight",
@@ -554,8 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                     loss = loss + args.time_weight * (int(video.sum()) / video_tokens) * coded
                     timed.append(right)
                 if probe_targets is not None and probe_targets[0]:
-                    rows, asked, found = probe_targets
-                    probe_loss, *rights = compare.loss(rows, asked, found)
+                    probe_loss, rights = compare.loss(*probe_targets)
                     loss = loss + args.compare_weight * (len(rows) / compare_rows) * probe_loss
                     compared.append(rights)
             loss.backward()
@@ -582,9 +582,10 @@ def main(argv: list[str] | None = None) -> int:
                     shares += f"; {name} {sum(mass) / len(mass):.0%}"
                     mass.clear()
             if compared:
-                asked = [a for a, _ in compared if a == a]  # nan: a micro-batch without exists questions
-                shares += f"; probe: asked colour {sum(asked) / max(len(asked), 1):.0%}, found colour "
-                shares += f"{sum(f for _, f in compared) / len(compared):.0%}"
+                columns = np.array(compared).T  # per head, its share right in each micro-batch (nan: no target)
+                shares += "; probe: " + ", ".join(
+                    f"{name} {np.nanmean(c):.0%}" for name, c in zip(PROBED, columns, strict=True) if (c == c).any()
+                )
                 compared.clear()
             if timed:
                 shares += f"; time code {sum(timed) / len(timed):.0%} of video tokens"
