@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
-# -> qwen_vl/assets/model -> held-out scores. About 88 minutes on a 2-core CPU (see
+# -> qwen_vl/assets/model -> held-out scores. About 74 minutes on a 2-core CPU, 94 on a slower one (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +21,15 @@ synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
 #    stage 0b: it learns to read scenes laid out as grids of its own word embeddings (four questions
-#    per grid, one head told where the asked shape lies);
+#    per grid, one head told where the asked shape lies, a probe at the answer told the asked colour and
+#    the found shape's colour and third);
 #    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
 #    scenes' other labels)
 say "stage 0, LLM"
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
 say "stage 0b, reading"
-python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 2500 --turns 4 --lookup-weight 1
+python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 --lookup-weight 1 \
+    --compare-weight 1
 say "stage 0, vision"
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1800 \
     --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
