@@ -500,3 +500,15 @@ def test_the_compare_probe_is_trained_and_reported_and_leaves_the_runs_draws(wor
     assert "probe" not in plain
     # at rate 0 nothing learns: the same grids, drawn from the same generators, read the same
     assert probed.split("; probe:")[0].split("; read ")[1] == plain.split("; read ")[1]
+
+
+def test_the_compare_probe_runs_without_the_lookup_loss_and_weighs_its_own_rows(world_llm, tmp_path, capsys):
+    base = ["--llm", str(world_llm), "--steps", "1", "--batch-size", "4", "--turns", "4", "--caption-share", "0"]
+    base += ["--lookup-layer", "0", "--lr", "0", "--eval-every", "1"]
+    assert pr.main([*base, "--out", str(tmp_path / "plain")]) == 0
+    plain = float(capsys.readouterr().out.split(" loss ")[1].split(";")[0])
+    assert pr.main([*base, "--out", str(tmp_path / "probed"), "--compare-weight", "1"]) == 0
+    probed = float(capsys.readouterr().out.split(" loss ")[1].split(";")[0])
+    # one micro-batch: the step's loss is the answers' plus the probe's heads (three at most, each a
+    # cross-entropy over at most 9 classes from fresh heads: about ln 8 + ln 9 + ln 4 at most)
+    assert plain < probed < plain + 3 * 2.5

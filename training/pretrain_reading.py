@@ -558,8 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                     loss = loss + args.time_weight * (int(video.sum()) / video_tokens) * coded
                     timed.append(right)
                 if probe_targets is not None and probe_targets[0]:
-                    probe_loss, rights = compare.loss(*probe_targets)
-                    loss = loss + args.compare_weight * (len(rows) / compare_rows) * probe_loss
+                    probe_rows, targets = probe_targets
+                    probe_loss, rights = compare.loss(probe_rows, targets)
+                    loss = loss + args.compare_weight * (len(probe_rows) / compare_rows) * probe_loss
                     compared.append(rights)
             loss.backward()
             step_loss += loss.item()
