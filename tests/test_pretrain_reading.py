@@ -244,6 +244,7 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--noise", "-0.1"],
         ["--turns", "0"],
         ["--compare-drill", "1.5"],
+        ["--compare-weight", "-1"],
         ["--eval-every", "0"],
         ["--length-groups", "0"],
         ["--noise-seed", str(2**70)],

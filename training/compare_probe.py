@@ -23,6 +23,8 @@ from training.synthetic_world import COLOURS, REGIONS
 
 COLOUR_NAMES = list(COLOURS)
 COMPARED_TYPES = ("colour", "exists", "where")
+# the heads, by the name the held-out line gives them: their class counts ("found" ones: 0 is none)
+PROBED = {"asked colour": len(COLOURS), "found colour": 1 + len(COLOURS), "found region": 1 + len(REGIONS)}
 
 
 def compare_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, int, int, int]]:
@@ -60,7 +62,7 @@ class CompareProbe(nn.Module):
 
     def __init__(self, layer: nn.Module, width: int):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(width, n) for n in (len(COLOURS), 1 + len(COLOURS), 1 + len(REGIONS)))
+        self.heads = nn.ModuleList(nn.Linear(width, classes) for classes in PROBED.values())
         self.hidden = None
         layer.register_forward_hook(self._keep)
 

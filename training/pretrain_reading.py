@@ -64,7 +64,7 @@ from qwen_vl.processing.chat import expand_placeholders
 from qwen_vl.processing.image import target_size
 from qwen_vl.processing.video import frame_size
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices, sampled_fps
-from training.compare_probe import CompareProbe, batch_compare_targets
+from training.compare_probe import PROBED, CompareProbe, batch_compare_targets
 from training.data import IGNORE, Sample, assistant_labels
 from training.lookup import LOOKUP_TYPES, EventSample, LookupLoss, batch_targets
 from training.packing import padded_batch
@@ -92,7 +92,6 @@ MAX_SEED = 2**63 - 1_000_003  # seeds are offset (held-out draws) and must stay 
 
 # the tower WordGrid replaces: the smallest there is (the published default would draw ~670 M weights
 # only to drop them); its patch, merge and time settings are the defaults, which the grids' ids follow
-PROBED = ("asked colour", "found colour", "found region")  # the comparison probe's heads, as the line names them
 STAND_IN_TOWER = {"hidden_size": 16, "depth": 1, "num_heads": 1, "intermediate_size": 16, "fullatt_block_indexes": [0]}
 
 
@@ -438,7 +437,7 @@ def parse_args(argv):
             p.error(f"--{name.replace('_', '-')} is in [0, {MAX_SEED}), got {value}")
     if args.max_size < MIN_SIDE or args.noise < 0:
         p.error(f"--max-size is >= {MIN_SIDE} and --noise >= 0")
-    for name in ("lookup_weight", "time_weight"):
+    for name in ("lookup_weight", "time_weight", "compare_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} is >= 0, got {getattr(args, name)}")
     for name in ("caption_share", "clip_share", "exists_drill", "compare_drill"):
