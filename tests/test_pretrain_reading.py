@@ -473,7 +473,8 @@ def test_compare_targets_name_the_asked_colour_and_the_asked_kinds_colour_and_th
     for _ in range(16):
         sample = pr.scene_sample(rng, processor, ids, 448, 0.0, turns=4)
         shown = {kind_of[k]: (colour_of[c], region_of[r]) for c, k, r in sample.pixel_values.tolist() if k >= 0}
-        for position, asked, colour, region in compare_targets(sample, tokenizer, processor.image_token_id):
+        for position, asked, colour, region, second in compare_targets(sample, tokenizer, processor.image_token_id):
+            assert second == IGNORE  # pictures have no event
             assert sample.labels[position] == IGNORE and sample.labels[position + 1] != IGNORE  # predicts an answer
             before = tokenizer.decode(sample.input_ids[: position + 1]).split("<|im_start|>user\n")[-1]
             question = before.split("<|vision_end|>")[-1].split("<|im_end|>")[0]
@@ -490,6 +491,28 @@ def test_compare_targets_name_the_asked_colour_and_the_asked_kinds_colour_and_th
     assert seen == {("colour", True), ("where", True), ("exists", True), ("exists", False)}
 
 
+def test_compare_targets_ask_a_clips_when_question_for_its_answers_second_where_it_predicts_the_number(world_llm):
+    from training.compare_probe import compare_targets
+    from training.time_code import MAX_SECOND
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    asked = set()
+    for seed in range(30):
+        scene = sample_video_scene(np.random.default_rng(seed), TRAIN_FPS)
+        sample = pr.clip_sample(np.random.default_rng(seed), processor, ids)
+        targets = compare_targets(sample, tokenizer, processor.image_token_id)
+        answer = tokenizer.decode(sample.input_ids[sample.labels != IGNORE])
+        if not answer.startswith("At "):
+            assert targets == []  # "Which way does it move?"
+            continue
+        ((position, *pictures, second),) = targets
+        assert pictures == [IGNORE] * 3 and second == min(scene.event.second, MAX_SECOND)
+        assert tokenizer.decode(sample.input_ids[position + 1]) == str(scene.event.second)[0]  # predicts the number
+        asked.add(scene.event.type)
+    assert asked >= {"appear", "disappear", "colour"}
+
+
 def test_the_compare_probe_is_trained_and_reported_and_leaves_the_runs_draws(world_llm, tmp_path, capsys):
     base = ["--llm", str(world_llm), "--steps", "2", "--batch-size", "4", "--turns", "4", "--caption-share", "0"]
     base += ["--lookup-weight", "1", "--lookup-layer", "0", "--lr", "0"]
@@ -498,7 +521,7 @@ def test_the_compare_probe_is_trained_and_reported_and_leaves_the_runs_draws(wor
     assert pr.main([*base, "--out", str(tmp_path / "probed"), "--compare-weight", "1"]) == 0
     probed = capsys.readouterr().out.splitlines()[0]
     assert "; probe: asked colour " in probed and ", found colour " in probed and ", found region " in probed
-    assert "probe" not in plain
+    assert "probe" not in plain and "event second" not in probed  # no clips, no seconds
     # at rate 0 nothing learns: the same grids, drawn from the same generators, read the same
     assert probed.split("; probe:")[0].split("; read ")[1] == plain.split("; read ")[1]
 
@@ -513,3 +536,11 @@ def test_the_compare_probe_runs_without_the_lookup_loss_and_weighs_its_own_rows(
     # one micro-batch: the step's loss is the answers' plus the probe's heads (three at most, each a
     # cross-entropy over at most 9 classes from fresh heads: about ln 8 + ln 9 + ln 4 at most)
     assert plain < probed < plain + 3 * 2.5
+
+
+def test_the_compare_probe_asks_clips_for_their_events_second(world_llm, tmp_path, capsys):
+    args = ["--llm", str(world_llm), "--out", str(tmp_path / "out"), "--steps", "2", "--batch-size", "4"]
+    args += ["--clip-share", "1", "--lookup-weight", "1", "--lookup-layer", "0", "--compare-weight", "1"]
+    assert pr.main(args) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "; probe: event second " in line and "found colour" not in line  # clips only: no picture questions

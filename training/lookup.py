@@ -40,12 +40,11 @@ def lookup_targets(
     targets the slots holding both, or the <|vision_start|> before the image when none does, so
     that where the head looks is already the answer. For an EventSample: (position predicting its
     answer's number, the video tokens of its event). `types`: the question types looked up."""
-    tokens, labels, words = sample.input_ids, sample.labels, sample.pixel_values
+    tokens, words = sample.input_ids, sample.pixel_values
     if isinstance(sample, EventSample):
         if "when" not in types or sample.event_slots is None or not sample.event_slots.any():
             return []
-        answer = int((labels != IGNORE).nonzero()[0, 0])
-        return [(answer + NUMBER_AT - 1, sample.event_slots)]
+        return [(number_position(sample), sample.event_slots)]
     if sample.image_grid_thw is None or words is None:
         return []
     image = (tokens == image_token_id).nonzero()[:, 0]
@@ -64,6 +63,11 @@ def lookup_targets(
         if mask.any():
             targets.append((position, mask))
     return targets
+
+
+def number_position(sample: Sample) -> int:
+    """The position that predicts the number of a one-answer sample's "At 4 seconds."."""
+    return int((sample.labels != IGNORE).nonzero()[0, 0]) + NUMBER_AT - 1
 
 
 def asked_questions(sample: Sample, tokenizer, image_token_id: int) -> list[tuple[int, str, str]]:
