@@ -26,7 +26,9 @@ read an event's second off those ids (docs/bundled_model.md). `--time-weight` as
 layer's output for each video token's second (training/time_code.py), and with `--lookup-weight`
 a clip's "When does ...?" looks up where its event first shows: in clip-only probes the time code
 formed within a few hundred steps and whole clip answers reached 77% by step 1,500 (not yet in the
-recipe, docs/bundled_model.md).
+recipe, docs/bundled_model.md). With clips, `--compare-weight` also asks for a "When does ...?"
+answer's second at its number; in a half-clip phase after the pictures the event lookup did not form
+and neither did the answers.
 
 `--length-groups K` splits each step's grids into K micro-batches of similar length, so that rows
 pad less (about 8% faster at K = 2), with the step's mean loss unchanged; `--noise-seed` gives the
