@@ -398,7 +398,7 @@ def parse_args(argv):
         type=float,
         default=0.0,
         help="weight of the comparison probe (training/compare_probe.py): the lookup layer's output at the answer "
-        "names the asked colour and the colour and third of the shape of the asked kind",
+        "names the asked colour and the colour and third of the shape of the asked kind (a clip's: its event's second)",
     )
     p.add_argument(
         "--time-weight",
