@@ -15,8 +15,6 @@ predicts its number. The heads are dropped afterwards.
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,7 +43,7 @@ def compare_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tupl
     IGNORE). For a clip's "When does ...?" (an EventSample): (position predicting the answer's number,
     IGNORE three times, the answer's second, MAX_SECOND for any later one)."""
     if isinstance(sample, EventSample):
-        return event_targets(sample, tokenizer)
+        return event_targets(sample)
     words = sample.pixel_values
     if sample.image_grid_thw is None or words is None:
         return []
@@ -63,12 +61,10 @@ def compare_targets(sample: Sample, tokenizer, image_token_id: int) -> list[tupl
     return targets
 
 
-def event_targets(sample: EventSample, tokenizer) -> list[tuple[int, int, int, int, int]]:
-    answer = tokenizer.decode(sample.input_ids[sample.labels != IGNORE]).split("<|im_end|>")[0]
-    said = re.fullmatch(r"At (\d+) seconds?\.", answer)
-    if said is None:
+def event_targets(sample: EventSample) -> list[tuple[int, int, int, int, int]]:
+    if sample.second is None:
         return []  # "Which way does it move?" has no second
-    return [(number_position(sample), IGNORE, IGNORE, IGNORE, min(int(said[1]), MAX_SECOND))]
+    return [(number_position(sample), IGNORE, IGNORE, IGNORE, min(sample.second, MAX_SECOND))]
 
 
 def batch_compare_targets(samples: list[Sample], tokenizer, image_token_id: int):

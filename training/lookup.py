@@ -29,6 +29,7 @@ class EventSample(Sample):
     """A one-question clip sample that knows where its event first shows."""
 
     event_slots: torch.Tensor | None = None  # bool [L]: the event's shape where it first shows; None: not a "when"
+    second: int | None = None  # the second a "when" answer says; None: "Which way does it move?"
 
 
 def lookup_targets(

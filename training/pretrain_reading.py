@@ -274,7 +274,8 @@ def clip_sample(rng: np.random.Generator, processor, ids: dict) -> EventSample:
     if slots is not None:
         marked = torch.zeros(len(sample), dtype=torch.bool)
         marked[sample.input_ids == processor.video_token_id] = slots
-    return EventSample(**vars(sample), event_slots=marked)
+    second = scene.event.second if qtype in WHEN_TYPES else None
+    return EventSample(**vars(sample), event_slots=marked, second=second)
 
 
 def length_groups(samples: list[Sample], count: int) -> list[list[Sample]]:
