@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
-# -> qwen_vl/assets/model -> held-out scores. About 74 minutes on a 2-core CPU, 97 on a slower one (see
+# -> qwen_vl/assets/model -> held-out scores. About 75 minutes on a 2-core CPU, 100 on a slower one (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +9,12 @@ say() { echo "[$(date +%H:%M:%S)] $*"; }  # each step's start, so the log times 
 say "data"
 
 # 1. the synthetic world: training sets (two seeds) and held-out sets (unseen seeds and frame rates);
-#    two processes draw the same bytes as one, in half the time
+#    two processes draw the same bytes as one, in half the time. The vision step's captions span the
+#    world's full size range (up to 1,024 px a side); the stages' sets stop at 448 px, whose pictures cost
+#    fewer tokens
 synthetic() { python -m training.synthetic --workers 2 --quiet "$@"; }
 synthetic --out data/bundled/train --task all --n 3000 --seed 12 --max-size 448
+synthetic --out data/bundled/train_full --task caption --n 3000 --seed 12 --max-size 1024
 for task in caption vqa ocr; do
     synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448
 done
@@ -33,7 +36,7 @@ python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/ll
 say "stage 0, vision"
 python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1800 \
     --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
-    --data data/bundled/train/{caption,vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
+    --data data/bundled/train_full/caption.jsonl data/bundled/train/{vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 
 # 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower),
