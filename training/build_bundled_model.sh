@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
-# -> qwen_vl/assets/model -> held-out scores. About 75 minutes on a 2-core CPU, 100 on a slower one (see
+# -> qwen_vl/assets/model -> held-out scores. About 75 minutes on a 2-core CPU, 117 on a slower one (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
