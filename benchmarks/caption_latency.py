@@ -46,7 +46,7 @@ print(f"{image}\\t{text.strip()}")
 """
 
 
-def timed_runs(cmd: list[str], runs: int) -> tuple[list[float], str]:
+def timed_runs(side: str, cmd: list[str], runs: int) -> tuple[list[float], str]:
     """Wall times of `runs` fresh processes and the last one's output; exits if one fails."""
     times = []
     for _ in range(runs):
@@ -54,7 +54,7 @@ def timed_runs(cmd: list[str], runs: int) -> tuple[list[float], str]:
         result = subprocess.run(cmd, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
         if result.returncode != 0:
-            sys.exit(f"{cmd[0]} failed: {result.stderr.strip()[-2000:]}")
+            sys.exit(f"error: {side} failed: {result.stderr.strip()[-2000:]}")
     return times, result.stdout.strip()
 
 
@@ -65,10 +65,14 @@ def main():
     args = parser.parse_args()
     from PIL import Image, ImageDraw
 
+    from qwen_vl.errors import QwenVLError
     from qwen_vl.hardware import default_dtype
     from qwen_vl.loading import resolve_model_dir
 
-    model_dir = resolve_model_dir(args.model)
+    try:
+        model_dir = resolve_model_dir(args.model)
+    except QwenVLError as err:
+        sys.exit(f"error: {err}")
     dtype = str(default_dtype("cpu")).removeprefix("torch.")  # what `qwen-vl caption` picks here
     exe = shutil.which("qwen-vl") or f"{sys.executable} -m qwen_vl.cli"
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,8 +82,14 @@ def main():
         draw.ellipse((60, 180, 180, 300), fill=(220, 30, 30))
         draw.rectangle((460, 170, 580, 290), fill=(30, 60, 220))
         canvas.save(image)
-        ours, our_text = timed_runs(exe.split() + ["caption", str(image), "--model", str(model_dir)], args.runs)
-        theirs, their_text = timed_runs([sys.executable, "-c", REFERENCE, str(image), str(model_dir), dtype], args.runs)
+        ours, our_text = timed_runs(
+            "qwen-vl caption", exe.split() + ["caption", str(image), "--model", str(model_dir)], args.runs
+        )
+        theirs, their_text = timed_runs(
+            "the transformers reference",
+            [sys.executable, "-c", REFERENCE, str(image), str(model_dir), dtype],
+            args.runs,
+        )
     print(f"ours:         {our_text}\ntransformers: {their_text}\nsame caption: {our_text == their_text}")
     print(f"dtype {dtype}, {args.runs} fresh processes each")
     print("| side | runs (s) | median s | best s |\n|---|---|---|---|")
