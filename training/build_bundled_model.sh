@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
-# -> qwen_vl/assets/model -> held-out scores. About 75 minutes on a 2-core CPU, 117 on a slower one (see
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-5
+# -> qwen_vl/assets/model -> held-out scores. About 85 minutes on a 2-core CPU, 128 on a slower one (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,15 +40,15 @@ python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 
 # 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower),
-#    then stage 4, a last pass with everything learning
-for stage in 1 2 3 4; do
+#    then stage 4, a last pass with everything learning, and stage 5, the tower fitted to the final LLM
+for stage in 1 2 3 4 5; do
     say "stage $stage"
     python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
 done
 
 # 4. install it in the package and score it on the held-out sets
 say "install"
-python -m training.install_bundled runs/bundled/stage4/final
+python -m training.install_bundled runs/bundled/stage5/final
 say "scores"
 for task in caption vqa ocr video; do
     python -m eval --task "synthetic-$task" --data "data/bundled/heldout/$task.jsonl" --output "runs/bundled/eval/$task" --no-progress
