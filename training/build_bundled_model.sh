@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-5
-# -> qwen_vl/assets/model -> held-out scores. About 85 minutes on a 2-core CPU, 128 on a slower one (see
+# -> qwen_vl/assets/model -> held-out scores. 116 minutes on stop 38's 2-core CPU (see
 # docs/bundled_model.md for the measured times of each step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
