@@ -346,6 +346,21 @@ def test_missing_vision_weights_is_one_clear_error(tmp_path, world):
         build_model(cfg)
 
 
+def test_llm_option_stands_in_for_the_configs_llm(tmp_path, world, capsys):
+    """The build runs this step beside stage 0b, from stage 0's LLM, before the config's init.llm exists."""
+    llm = tiny_llm(tmp_path)
+    weights = tmp_path / "v.safetensors"
+    vision = {"hidden_size": 32, "depth": 1, "num_heads": 2, "intermediate_size": 48, "fullatt_block_indexes": [0]}
+    init = {"llm": str(tmp_path / "not_yet"), "vision": vision, "vision_weights": str(weights)}
+    config = write_config(tmp_path / "c.yaml", **base_config(tmp_path, world / "caption.jsonl", stage=1, init=init))
+    args = ["--config", str(config), "--data", str(world / "caption.jsonl"), "--steps", "1"]
+    args += ["--batch-size", "2", "--drills", "0"]
+    assert pv.main(args) == 2 and "not_yet" in capsys.readouterr().err and not weights.exists()
+    assert pv.main([*args, "--llm", str(llm)]) == 0
+    width = QwenVLForConditionalGeneration.from_pretrained(llm.parent / "tiny").config.text.hidden_size
+    assert load_file(weights)["visual.merger.mlp.2.weight"].shape[0] == width
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

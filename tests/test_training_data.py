@@ -195,7 +195,9 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     build, configs = bundled_build()
     reading = build.split("training.pretrain_reading ")[1].split("\n")[0].split()
     stage0 = build.split("training.pretrain_llm ")[1].split("\n")[0].split()
+    vision = build.split("training.pretrain_vision ")[1].split("\n")[0].split()
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
+    assert vision[vision.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # and so does the vision step
     assert configs[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
     for before, after in zip(configs[:-1], configs[1:], strict=True):
         assert after.init["model"] == f"{before.output_dir}/final"
@@ -216,8 +218,9 @@ def test_accelerate_configs_parse():
 
 
 def test_bundled_model_build_reads_only_data_its_data_step_writes():
-    """Every JSONL the vision step and the stages read is one the build's data step writes (a wrong path
-    would otherwise surface an hour into the build). The data step runs with `synthetic` stubbed out."""
+    """Every JSONL the vision step reads is one the build's data step writes before it, and every JSONL
+    the stages read one it writes at all (a wrong path would otherwise surface an hour into the build).
+    The data step runs with `synthetic` stubbed out."""
     from training.synthetic import TASKS
 
     build, configs = bundled_build()
@@ -231,9 +234,12 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
     def bash_words(script: str) -> set[str]:
         return set(subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split())
 
-    written = bash_words(stub + data_step)
+    before_vision = bash_words(stub + data_step + "\nvision_data")
+    written = before_vision | bash_words(stub + data_step + "\nstage_data")
     vision = build.split("training.pretrain_vision ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
     read = bash_words(f"echo {vision}")
-    read |= {source.path for config in configs for source in config.data}
-    assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 5
+    assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 3
+    assert read <= before_vision, sorted(read - before_vision)
+    read = {source.path for config in configs for source in config.data}
+    assert "data/bundled/train2/video.jsonl" in read and len(read) > 5
     assert read <= written, sorted(read - written)

@@ -1,50 +1,69 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-5
-# -> qwen_vl/assets/model -> held-out scores. 116 minutes on stop 38's 2-core CPU (see
-# docs/bundled_model.md for the measured times of each step).
+# -> qwen_vl/assets/model -> held-out scores. See docs/bundled_model.md for the measured times of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "[$(date +%H:%M:%S)] $*"; }  # each step's start, so the log times the build
 
-say "data"
+# Two cores: stage 0b and the vision step run side by side, one thread each (both start from the stage-0
+# LLM), and stages 1-5 run as two one-thread processes of batch 4 (the configs' batch of 8 samples,
+# split), which is faster than one two-thread process on such small matrices.
+tagged() { local tag=$1; shift; "$@" 2>&1 | sed -u "s/^/[$tag] /"; }  # one log, each line says whose it is
+kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
+trap 'for job in $(jobs -p); do kill_tree "$job"; done' EXIT  # a failed step stops its partner too
 
 # 1. the synthetic world: training sets (two seeds) and held-out sets (unseen seeds and frame rates);
-#    two processes draw the same bytes as one, in half the time. The vision step's captions span the
-#    world's full size range (up to 1,024 px a side); the stages' sets stop at 448 px, whose pictures cost
+#    any number of worker processes draws the same bytes. The vision step's captions span the world's
+#    full size range (up to 1,024 px a side); the stages' sets stop at 448 px, whose pictures cost
 #    fewer tokens
-synthetic() { python -m training.synthetic --workers 2 --quiet "$@"; }
-synthetic --out data/bundled/train --task all --n 3000 --seed 12 --max-size 448
-synthetic --out data/bundled/train_full --task caption --n 3000 --seed 12 --max-size 1024
-for task in caption vqa ocr; do
-    synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448
-done
-synthetic --out data/bundled/train2 --task video --n 4000 --seed 13
-synthetic --out data/bundled/heldout --task all --n 200 --seed 1001
-synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23
+synthetic() { python -m training.synthetic --workers "${workers:-2}" --quiet "$@"; }
+vision_data() {  # what the vision step reads, and stage 1
+    synthetic --out data/bundled/train --task all --n 3000 --seed 12 --max-size 448
+    synthetic --out data/bundled/train_full --task caption --n 3000 --seed 12 --max-size 1024
+    synthetic --out data/bundled/train2 --task ocr --n 6000 --seed 13 --max-size 448
+    synthetic --out data/bundled/heldout --task all --n 200 --seed 1001
+}
+stage_data() {  # the rest: drawn on the core the vision step frees while stage 0b still runs
+    local workers=1
+    for task in caption vqa; do
+        synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448
+    done
+    synthetic --out data/bundled/train2 --task video --n 4000 --seed 13
+    synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23
+}
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
 #    stage 0b: it learns to read scenes laid out as grids of its own word embeddings (four questions
 #    per grid, one head told where the asked shape lies, a probe at the answer told the asked colour and
 #    the found shape's colour and third);
-#    then the vision tower learns to put those words on its tokens, as the grid holds them (and the
-#    scenes' other labels)
+#    beside it, the vision tower learns to put those words on its tokens, as the grid holds them (and
+#    the scenes' other labels); stage 0b keeps stage 0's embeddings, so the tower reads them from stage 0
+say "data"
+vision_data
 say "stage 0, LLM"
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
-say "stage 0b, reading"
-python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 --lookup-weight 1 \
-    --compare-weight 1
-say "stage 0, vision"
-python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --steps 1800 \
-    --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
+say "stage 0b, reading, beside stage 0, vision, then the stages' data"
+export OMP_NUM_THREADS=1
+tagged 0b python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 \
+    --lookup-weight 1 --compare-weight 1 &
+reading=$!
+tagged vision python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --llm runs/bundled/llm \
+    --steps 1800 --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
     --data data/bundled/train_full/caption.jsonl data/bundled/train/{vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
+say "stage data"
+tagged data stage_data
+wait "$reading"
 
 # 3. stages 1-3 (stage 1 builds the VL model with from_llm and the pre-trained tower),
 #    then stage 4, a last pass with everything learning, and stage 5, the tower fitted to the final LLM
 for stage in 1 2 3 4 5; do
     say "stage $stage"
-    python -m training.train --config "training/configs/bundled/stage$stage.yaml" --set progress=false
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
+        --dynamo_backend no training/train.py --config "training/configs/bundled/stage$stage.yaml" \
+        --set progress=false --set batch_size=4
 done
+unset OMP_NUM_THREADS
 
 # 4. install it in the package and score it on the held-out sets
 say "install"

@@ -467,6 +467,12 @@ def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m training.pretrain_vision", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="the stage-1 config: init.llm, init.vision, init.vision_weights")
+    p.add_argument(
+        "--llm",
+        help="the LLM whose word embeddings, width and image settings the tower is fitted to (default: the"
+        " config's init.llm). Stage 0b keeps stage 0's embeddings, so stage 0's LLM serves and this step"
+        " can run beside stage 0b",
+    )
     p.add_argument("--data", nargs="+", required=True, help="synthetic JSONL files with scenes (caption, vqa, ocr)")
     p.add_argument("--heldout", nargs="*", default=[], help="JSONL files scored at the end (accuracy per head)")
     p.add_argument("--steps", type=int, default=1500)
@@ -528,13 +534,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         target = cfg.init.get("vision_weights")
-        if "llm" not in cfg.init or not target:
-            raise QwenVLError(f"{args.config}: needs init.llm and init.vision_weights")
-        llm_config = json.loads(Path(cfg.init["llm"], "config.json").read_text())
-        settings = QwenVLProcessor.from_pretrained(cfg.init["llm"], **cfg.image).image_settings
+        llm_dir = args.llm or cfg.init.get("llm")
+        if not llm_dir or not target:
+            raise QwenVLError(f"{args.config}: needs init.llm (or --llm) and init.vision_weights")
+        llm_config = json.loads(Path(llm_dir, "config.json").read_text())
+        settings = QwenVLProcessor.from_pretrained(llm_dir, **cfg.image).image_settings
         records = read_records(args.data)
         heldout = read_records(args.heldout)
-        word_rows = llm_word_rows(cfg.init["llm"]) if args.word_heads else None
+        word_rows = llm_word_rows(llm_dir) if args.word_heads else None
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
