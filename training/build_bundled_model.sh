@@ -59,9 +59,13 @@ wait "$reading"
 #    then stage 4, a last pass with everything learning, and stage 5, the tower fitted to the final LLM
 for stage in 1 2 3 4 5; do
     say "stage $stage"
-    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
+    errors="runs/bundled/stage$stage.stderr"  # the launcher's warnings, and on a failure its traceback
+    if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
         --dynamo_backend no training/train.py --config "training/configs/bundled/stage$stage.yaml" \
-        --set progress=false --set batch_size=4
+        --set progress=false --set batch_size=4 2>"$errors"; then
+        grep -m1 "^error: " "$errors" >&2 || tail -n 20 "$errors" >&2  # the trainer's own line if it gave one
+        exit 1
+    fi
 done
 unset OMP_NUM_THREADS
 
