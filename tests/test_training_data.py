@@ -202,6 +202,10 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     for before, after in zip(configs[:-1], configs[1:], strict=True):
         assert after.init["model"] == f"{before.output_dir}/final"
     assert f"install_bundled {configs[-1].output_dir}/final" in build
+    # the stages run as several processes, each with a share of the config's batch
+    processes = int(build.split("--num_processes ")[1].split()[0])
+    share = int(build.split("--set batch_size=")[1].split()[0])
+    assert processes > 1 and all(config.batch_size == share * processes for config in configs)
 
 
 def test_accelerate_configs_parse():
