@@ -1,0 +1,256 @@
+"""Stage 6 for the bundled model: the LLM learns to read when a clip's event happens.
+
+"When does the green star appear?" is answered with the second of the temporal token where the star
+first shows, and M-RoPE puts a token's second only into attention scores. Learned from the answers
+alone (stages 2-4), the answers stayed near guesses; so did they with a time code and an event lookup
+(docs/bundled_model.md). This stage adds the change probe of training/clip_events.py and points the
+lookup at the tokens that changed where the event shows, on the real rendered clips of the training
+sets. Three losses beside the answers' token loss, all on the decoder (the vision tower is frozen,
+merger and LLM learn):
+- time code (training/time_code.py): a probe on `--time-layer`'s output names each video token's second;
+- change probe: a probe on `--change-layer`'s output says whether each video token changed since the
+  same place one temporal token before;
+- event lookup (training/lookup.py): at the position that predicts a "When does ...?" answer's number,
+  head `--lookup-head` of `--lookup-layer` attends to the changed tokens of the event's temporal token.
+The probes are dropped when the model is written. Pictures mixed into the data (`--data
+PATH:WEIGHT`) keep the captions and VQA answers from drifting while the LLM learns.
+
+    python -m training.video_time --model runs/bundled/stage5/final --out runs/bundled/stage6 \\
+        --data data/bundled/train/video.jsonl data/bundled/train2/video.jsonl data/bundled/train/caption.jsonl:0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from training.clip_events import WHEN_TYPES, ChangeProbe, changed_tokens, event_tokens, scene_from_record, shown_frames
+from training.config import DataSource
+from training.data import ConversationData, Sample
+from training.lookup import LookupLoss, number_position
+from training.packing import Batch, padded_batch
+from training.time_code import TimeCode, token_seconds
+
+
+@dataclass
+class ClipLabels:
+    """What the probes and the lookup are told about one encoded sample (nothing for a picture)."""
+
+    probed: torch.Tensor  # bool [L]: the video tokens the probes read (all of a rendered clip's)
+    changed: torch.Tensor  # bool [N]: per probed token, whether it changed since the temporal token before
+    seconds: torch.Tensor  # long [N]: per probed token, its second
+    lookup: tuple[int, torch.Tensor] | None  # (position predicting the answer's number, bool [L] targets)
+
+
+def clip_labels(sample: Sample, record: dict, processor) -> ClipLabels:
+    """The labels of a sample encoded from `record`, a line of training/synthetic.py's sets."""
+    video = sample.input_ids == processor.video_token_id
+    scene = scene_from_record(record)
+    shown = shown_frames(scene, processor) if scene is not None else []
+    if scene is None or sample.video_grid_thw is None or len(shown) != int(sample.video_grid_thw[0, 0]):
+        none = torch.zeros(0, dtype=torch.long)
+        return ClipLabels(torch.zeros_like(video), none.bool(), none, None)
+    _, height, width = sample.video_grid_thw[0].tolist()
+    merge = processor.image_settings.merge_size
+    changed = changed_tokens(scene, shown, height // merge, width // merge, processor.image_settings.factor)
+    lookup = None
+    if record.get("question_type") in WHEN_TYPES:
+        event = event_tokens(scene, shown, changed)
+        if event is not None:
+            targets = torch.zeros_like(video)
+            targets[video.nonzero()[:, 0]] = event.flatten()
+            lookup = (number_position(sample), targets)
+    return ClipLabels(video, changed.flatten(), token_seconds(sample, merge), lookup)
+
+
+@dataclass
+class ClipBatch:
+    batch: Batch
+    probed: torch.Tensor  # bool [B, L]
+    changed: torch.Tensor  # bool [N], row-major over `probed`
+    seconds: torch.Tensor  # long [N]
+    lookup_rows: list[tuple[int, int]]  # (batch row, position) per "when" question
+    lookup_targets: torch.Tensor  # bool [len(lookup_rows), L]
+
+
+def clip_batch(pairs: list[tuple[Sample, ClipLabels]], position_ids, pad_id: int) -> ClipBatch:
+    """A right-padded batch, one sample per row, with its samples' labels laid out to match."""
+    batch = padded_batch([sample for sample, _ in pairs], position_ids, pad_id)
+    width = batch.input_ids.shape[1]
+    probed = torch.zeros(len(pairs), width, dtype=torch.bool)
+    rows, targets = [], []
+    for row, (sample, labels) in enumerate(pairs):
+        probed[row, : len(sample)] = labels.probed
+        if labels.lookup is not None:
+            position, target = labels.lookup
+            rows.append((row, position))
+            targets.append(torch.nn.functional.pad(target, (0, width - len(target))))
+    return ClipBatch(
+        batch,
+        probed,
+        torch.cat([labels.changed for _, labels in pairs]),
+        torch.cat([labels.seconds for _, labels in pairs]),
+        rows,
+        torch.stack(targets) if targets else torch.zeros(0, width, dtype=torch.bool),
+    )
+
+
+def data_source(item: str) -> DataSource:
+    """PATH or PATH:WEIGHT -> DataSource (weight 1 where none is given)."""
+    path, colon, weight = item.rpartition(":")
+    try:
+        return DataSource(path, float(weight)) if colon else DataSource(item)
+    except ValueError:  # a colon in the path itself
+        return DataSource(item)
+
+
+class StepLosses:
+    """The answers' loss and the three auxiliary losses of one batch, with what each got right."""
+
+    def __init__(self, model, args):
+        layers, width = model.model.layers, model.config.text.hidden_size
+        self.args = args
+        self.timecode = TimeCode(layers[args.time_layer], width)
+        self.change = ChangeProbe(layers[args.change_layer], width)
+        self.lookup = LookupLoss(layers[args.lookup_layer], args.lookup_head)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.timecode.parameters(), *self.change.parameters()]
+
+    def __call__(self, model, clips: ClipBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        args, batch = self.args, clips.batch
+        loss = model(**batch.model_inputs(), labels=batch.labels).loss
+        seen = {"answers": loss.item()}
+        if clips.probed.any():
+            coded, seen["time code"] = self.timecode.loss(clips.probed, clips.seconds)
+            changed, seen["changes found"] = self.change.loss(clips.probed, clips.changed)
+            loss = loss + args.time_weight * coded + args.change_weight * changed
+        if clips.lookup_rows:
+            looked, seen["event lookup"] = self.lookup.loss(clips.lookup_rows, clips.lookup_targets)
+            loss = loss + args.lookup_weight * looked
+        return loss, seen
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.video_time", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="the VL model directory to start from (e.g. stage 5's final)")
+    p.add_argument("--out", required=True, help="where to write the model directory (replaced atomically)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="PATH[:WEIGHT]",
+        help="JSON Lines sets of training/synthetic.py (clips get the probes' labels from their scene; pictures "
+        "only the answers' loss); WEIGHT: draws per line per epoch, as in the stage configs",
+    )
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of merger and LLM (cosine, warmup 20)")
+    p.add_argument("--time-weight", type=float, default=1.0)
+    p.add_argument("--change-weight", type=float, default=1.0)
+    p.add_argument("--lookup-weight", type=float, default=1.0)
+    p.add_argument("--time-layer", type=int, default=0)
+    p.add_argument("--change-layer", type=int, default=1)
+    p.add_argument("--lookup-layer", type=int, default=2)
+    p.add_argument("--lookup-head", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=250, metavar="N", help="print the losses' line every N steps")
+    p.add_argument("--max-seq-len", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if min(args.steps, args.batch_size, args.log_every) < 1:
+        p.error("--steps, --batch-size and --log-every are >= 1")
+    if min(args.lr, args.time_weight, args.change_weight, args.lookup_weight) < 0:
+        p.error("--lr and the loss weights are >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qwen_vl.errors import QwenVLError
+    from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+    from qwen_vl.processing import QwenVLProcessor
+    from training import checkpoint as ckpt
+    from training.metrics import Progress
+    from training.schedule import cosine_schedule
+
+    args = parse_args(argv)
+    if not Path(args.model, "config.json").is_file():
+        print(f"error: --model {args.model}: no model there (config.json not found)", file=sys.stderr)
+        return 2
+    try:
+        model = QwenVLForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
+        processor = QwenVLProcessor.from_pretrained(args.model)
+        data = ConversationData([data_source(item) for item in args.data], processor, args.max_seq_len)
+    except (OSError, ValueError, QwenVLError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    layers, heads = len(model.model.layers), model.config.text.num_attention_heads
+    for name in ("time_layer", "change_layer", "lookup_layer"):
+        if not -layers <= getattr(args, name) < layers:
+            print(f"error: --{name.replace('_', '-')}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
+            return 2
+    if not 0 <= args.lookup_head < heads:
+        print(f"error: --lookup-head: the LLM has heads 0-{heads - 1}", file=sys.stderr)
+        return 2
+
+    torch.manual_seed(args.seed)
+    model.visual.requires_grad_(False)
+    model.visual.merger.requires_grad_(True)
+    losses = StepLosses(model, args)
+    params = [p for p in model.parameters() if p.requires_grad] + losses.parameters()
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    schedule = cosine_schedule(optimizer, 20, args.steps)
+    pad_id = processor.tokenizer.pad_token_id or 0
+    model.train()
+    progress = Progress(args.steps, 0, not args.no_progress)
+    seen: dict[str, list[float]] = {}
+    started = time.time()
+    for step in range(args.steps):
+        step_started, pairs = time.time(), []
+        for ref in data.refs_at(args.seed, step * args.batch_size, args.batch_size):
+            sample = data.encode(ref)
+            if sample is not None:
+                record = json.loads(data.files[ref[0]].line(ref[1]))
+                pairs.append((sample, clip_labels(sample, record, processor)))
+        if not pairs:
+            continue
+        clips = clip_batch(pairs, model.position_ids, pad_id)
+        loss, step_seen = losses(model, clips)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        for name, value in step_seen.items():
+            seen.setdefault(name, []).append(value)
+        progress.update(step_seen["answers"], clips.batch.tokens / max(time.time() - step_started, 1e-9))
+        if (step + 1) % args.log_every == 0 or step == args.steps - 1:
+            line = ", ".join(f"{name} {sum(v) / len(v):.3f}" for name, v in seen.items())
+            progress.write(f"step {step + 1}/{args.steps}: {line} (means since the last line)")
+            seen.clear()
+    progress.close()
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data.skipped.items()))
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = ckpt.staging_dir(out.parent, out.name)
+        ckpt.save_model_dir(model.eval(), processor, staging)
+        ckpt.publish(staging, out)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {args.steps} steps, {time.time() - started:.0f} s; skipped samples: {skipped or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
