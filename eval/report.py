@@ -20,7 +20,9 @@ def sample_values(metric_names: tuple[str, ...], sample: Sample, record: dict) -
     values = {}
     for name in metric_names:
         metric = METRICS[name]
-        if record.get("error") is not None or record.get("prediction") is None:
+        if not metric.applies(sample):
+            values[name] = None
+        elif record.get("error") is not None or record.get("prediction") is None:
             values[name] = failed_value(metric, sample)
         else:
             values[name] = metric.score(record["prediction"], sample)
@@ -47,7 +49,7 @@ def score_run(task: Task, metric_names: tuple[str, ...], samples: list[Sample], 
     scored = len(samples) - len(missing)
     result = {
         "task": task.name,
-        "metrics": {name: METRICS[name].aggregate(values[name]) for name in metric_names},
+        "metrics": {name: aggregate(name, values[name]) for name in metric_names},
         "num_samples": len(samples),
         "num_scored": scored,
         "num_failed": len(failures),
@@ -59,13 +61,21 @@ def score_run(task: Task, metric_names: tuple[str, ...], samples: list[Sample], 
         result["categories"] = {
             category: {
                 "num_samples": len(next(iter(cat_values.values()))),
-                **{name: METRICS[name].aggregate(cat_values[name]) for name in metric_names},
+                **{name: aggregate(name, cat_values[name]) for name in metric_names},
             }
             for category, cat_values in sorted(by_category.items())
         }
     if "ocrbench" in metric_names and by_category:
         result["ocrbench"] = ocrbench_summary(result["categories"])
     return result
+
+
+def aggregate(name: str, values: list) -> float | None:
+    """A metric over a set; None where it applies to none of the set's samples (event seconds of
+    direction questions)."""
+    if values and all(v is None for v in values):
+        return None
+    return METRICS[name].aggregate(values)
 
 
 def ocrbench_summary(categories: dict) -> dict:
@@ -78,7 +88,9 @@ def ocrbench_summary(categories: dict) -> dict:
     return {"groups": groups, "final_score": sum(groups.values()), "out_of": defs.OCRBENCH_TOTAL}
 
 
-def _number(value: float, name: str) -> str:
+def _number(value: float | None, name: str) -> str:
+    if value is None:
+        return "n/a"
     return f"{value:.0f}" if name == "ocrbench" else f"{value:.2f}"
 
 

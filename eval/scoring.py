@@ -21,29 +21,42 @@ class Metric:
     score: Callable[[str, Sample], float | list[int]]  # per-sample value
     aggregate: Callable[[list], float]  # values of a set -> reported number
     higher_is_better: bool = True
+    applies: Callable[[Sample], bool] = lambda sample: True  # samples it does not apply to count as None
 
 
-def _mean_percent(values: list[float]) -> float:
+def _scored(values: list) -> list:
+    return [v for v in values if v is not None]
+
+
+def _mean_percent(values: list[float | None]) -> float:
+    values = _scored(values)
     return 100.0 * sum(values) / len(values) if values else 0.0
 
 
-def _corpus_rate_percent(values: list[list[int]]) -> float:
+def _corpus_rate_percent(values: list[list[int] | None]) -> float:
+    values = _scored(values)
     edits = sum(v[0] for v in values)
     length = sum(v[1] for v in values)
     return 100.0 * metrics.error_rate(edits, length)
 
 
-def _count(values: list[float]) -> float:
-    return float(sum(values))
+def _count(values: list[float | None]) -> float:
+    return float(sum(_scored(values)))
 
 
-def _video_second(prediction: str, sample: Sample) -> float:
-    """Synthetic video: "At N seconds." answers are scored by the ±1 s rule against event_second;
-    other video answers ("To the right.") by exact match."""
+def _reference_second(sample: Sample) -> float | None:
+    """The event second a synthetic video answer ("At N seconds.") names; None for other answers."""
     truth = metrics.parse_event_second(sample.answers[0]) if sample.answers else None
+    return None if truth is None else float(sample.meta.get("event_second", truth))
+
+
+def _video_answer(prediction: str, sample: Sample) -> float:
+    """Synthetic video, every question: "At N seconds." answers by the ±1 s rule, the others ("To the
+    right.") by exact match."""
+    truth = _reference_second(sample)
     if truth is None:
         return metrics.exact_match(prediction, sample.answers)
-    return metrics.event_second_accuracy(prediction, float(sample.meta.get("event_second", truth)))
+    return metrics.event_second_accuracy(prediction, truth)
 
 
 METRICS: dict[str, Metric] = {
@@ -65,7 +78,14 @@ METRICS: dict[str, Metric] = {
         Metric("exact_match", lambda p, s: metrics.exact_match(p, s.answers), _mean_percent),
         Metric("cer", lambda p, s: list(metrics.edit_errors(p, s.answers, "char")), _corpus_rate_percent, False),
         Metric("wer", lambda p, s: list(metrics.edit_errors(p, s.answers, "word")), _corpus_rate_percent, False),
-        Metric("event_second_accuracy", _video_second, _mean_percent),
+        # the issue's temporal grounding: only the questions answered with a second ("When does ...?")
+        Metric(
+            "event_second_accuracy",
+            lambda p, s: metrics.event_second_accuracy(p, _reference_second(s)),
+            _mean_percent,
+            applies=lambda s: _reference_second(s) is not None,
+        ),
+        Metric("video_accuracy", _video_answer, _mean_percent),
     ]
 }
 

@@ -39,7 +39,14 @@ TASKS: dict[str, Task] = {
         Task("synthetic-caption", partial(ds.load_synthetic, kind="caption"), ("exact_match", "wer"), "", 64, False),
         Task("synthetic-vqa", partial(ds.load_synthetic, kind="vqa"), ("exact_match",), "", 16, False),
         Task("synthetic-ocr", partial(ds.load_synthetic, kind="ocr"), ("exact_match", "cer"), "", 32, False),
-        Task("synthetic-video", partial(ds.load_synthetic, kind="video"), ("event_second_accuracy",), "", 16, False),
+        Task(
+            "synthetic-video",
+            partial(ds.load_synthetic, kind="video"),
+            ("event_second_accuracy", "video_accuracy"),
+            "",
+            16,
+            False,
+        ),
     ]
 }
 

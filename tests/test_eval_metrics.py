@@ -6,8 +6,9 @@ import pytest
 
 from eval import metrics as m
 from eval.datasets import Sample
-from eval.report import ocrbench_summary
+from eval.report import markdown, ocrbench_summary, score_run
 from eval.scoring import METRICS, failed_value
+from eval.tasks import TASKS
 
 # ---- VQA normalisation and accuracy -----------------------------------------------------------
 
@@ -205,9 +206,32 @@ def test_event_second():
     assert m.event_second_accuracy("At 3 seconds.", 4) == 1.0
     assert m.event_second_accuracy("At 6 seconds.", 4) == 0.0
     assert m.event_second_accuracy("soon", 4) == 0.0
-    video = METRICS["event_second_accuracy"]
-    assert video.score("At 7 seconds.", Sample("v", "", ["At 8 seconds."], meta={"event_second": 8})) == 1.0
-    assert video.score("To the right.", Sample("v", "", ["To the right."], meta={"event_second": 3})) == 1.0
+    when = Sample("v", "", ["At 8 seconds."], meta={"event_second": 8})
+    direction = Sample("d", "", ["To the right."], meta={"event_second": 3})
+    seconds, answers = METRICS["event_second_accuracy"], METRICS["video_accuracy"]
+    assert seconds.applies(when) and seconds.score("At 7 seconds.", when) == 1.0
+    assert not seconds.applies(direction)  # no second to be within 1 s of
+    assert answers.score("At 7 seconds.", when) == 1.0 and answers.score("At 5 seconds.", when) == 0.0
+    assert answers.score("To the right.", direction) == 1.0 and answers.score("Up.", direction) == 0.0
+
+
+def test_a_metric_skips_the_samples_it_does_not_apply_to_and_is_none_where_it_applies_to_none():
+    task = TASKS["synthetic-video"]
+    samples = [
+        Sample("w", "", ["At 2 seconds."], category="appear", meta={"event_second": 2}),
+        Sample("d", "", ["To the left."], category="direction", meta={"event_second": 4}),
+        Sample("x", "", ["At 6 seconds."], category="appear", meta={"event_second": 6}),
+    ]
+    records = [{"id": "w", "prediction": "At 3 seconds."}, {"id": "d", "prediction": "To the left."}]
+    records.append({"id": "x", "prediction": None, "error": "decode failed"})
+    result = score_run(task, task.metrics, samples, records)
+    assert result["metrics"] == {"event_second_accuracy": 50.0, "video_accuracy": pytest.approx(200 / 3)}
+    assert result["categories"]["direction"] == {
+        "num_samples": 1,
+        "event_second_accuracy": None,
+        "video_accuracy": 100.0,
+    }
+    assert "| direction | 1 | n/a | 100.00 |" in markdown(result)
 
 
 def test_mean_aggregate_in_percent():
