@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +23,7 @@ from training.time_code import token_seconds
 from training.video_time import clip_batch, clip_labels, data_source
 from training.video_time import main as video_time
 
+REPO = Path(__file__).resolve().parent.parent
 TOWER = {"hidden_size": 32, "depth": 2, "num_heads": 2, "intermediate_size": 64, "fullatt_block_indexes": [1]}
 
 
@@ -118,3 +123,32 @@ def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert video_time(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--data", "x.jsonl"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no model there" in err
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
+def test_two_processes_split_each_step_and_process_0_alone_logs_and_writes(world, tmp_path):
+    model_dir, _, data_dir = world
+    out = tmp_path / "stage6"
+    launch = [
+        "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+        "training/video_time.py", "--model", str(model_dir), "--out", str(out), "--data", str(data_dir / "video.jsonl"),
+        "--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0", "--steps", "2", "--batch-size", "4",
+        "--log-every", "1", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    run = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-30000:]
+    assert run.stdout.count("step 2/2: answers") == 1 and run.stdout.count(f"wrote {out}") == 1
+    before, after = load_state_dict(model_dir), load_state_dict(out)
+    assert not torch.equal(before["visual.merger.mlp.0.weight"], after["visual.merger.mlp.0.weight"])
+    assert all(torch.equal(t, after[n]) for n, t in before.items() if n.startswith("visual.blocks."))
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_one_line(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("accelerate.Accelerator.num_processes", 3)
+    model_dir, _, data_dir = world
+    args = ["--model", str(model_dir), "--out", str(tmp_path / "o"), "--data", str(data_dir / "video.jsonl")]
+    layers = ["--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0"]
+    assert video_time([*args, *layers, "--batch-size", "4"]) == 2
+    assert capsys.readouterr().err == "error: --batch-size 4 does not split over 3 processes\n"

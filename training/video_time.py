@@ -17,6 +17,11 @@ PATH:WEIGHT`) keep the captions and VQA answers from drifting while the LLM lear
 
     python -m training.video_time --model runs/bundled/stage5/final --out runs/bundled/stage6 \\
         --data data/bundled/train/video.jsonl data/bundled/train2/video.jsonl data/bundled/train/caption.jsonl:0.25
+
+Under `accelerate launch --num_processes N training/video_time.py ...` each step's `--batch-size`
+samples are split over the processes (process r encodes the r-th share of the same stream), so N
+one-thread processes on N cores take the steps of one process, with each process's mean losses
+averaged instead of one mean over the batch.
 """
 
 from __future__ import annotations
@@ -174,7 +179,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def next_sample(data: ConversationData, processor, seed: int, position: int) -> tuple[Sample, ClipLabels]:
+    """The first sample of the stream from `position` on that encodes."""
+    while True:
+        for ref in data.refs_at(seed, position, 64):
+            sample = data.encode(ref)
+            if sample is not None:
+                return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor)
+        position += 64
+
+
+def average_probe_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """The probes live outside the DDP-wrapped model: average their gradients over processes by hand."""
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:  # no clip in this process's share
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
+
+
 def main(argv: list[str] | None = None) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
     from qwen_vl.errors import QwenVLError
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration
     from qwen_vl.processing import QwenVLProcessor
@@ -202,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --lookup-head: the LLM has heads 0-{heads - 1}", file=sys.stderr)
         return 2
 
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if args.batch_size % world:
+        print(f"error: --batch-size {args.batch_size} does not split over {world} processes", file=sys.stderr)
+        return 2
+    share = args.batch_size // world
     torch.manual_seed(args.seed)
     model.visual.requires_grad_(False)
     model.visual.merger.requires_grad_(True)
@@ -209,36 +244,41 @@ def main(argv: list[str] | None = None) -> int:
     params = [p for p in model.parameters() if p.requires_grad] + losses.parameters()
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     schedule = cosine_schedule(optimizer, 20, args.steps)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
     pad_id = processor.tokenizer.pad_token_id or 0
     model.train()
-    progress = Progress(args.steps, 0, not args.no_progress)
-    seen: dict[str, list[float]] = {}
+    progress = Progress(args.steps, 0, not args.no_progress and accelerator.is_main_process)
+    seen: dict[str, list[float]] = {}  # this process's losses: the log line is process 0's
     started = time.time()
     for step in range(args.steps):
         step_started, pairs = time.time(), []
-        for ref in data.refs_at(args.seed, step * args.batch_size, args.batch_size):
+        for ref in data.refs_at(args.seed, step * args.batch_size + rank * share, share):
             sample = data.encode(ref)
             if sample is not None:
                 record = json.loads(data.files[ref[0]].line(ref[1]))
                 pairs.append((sample, clip_labels(sample, record, processor)))
-        if not pairs:
-            continue
+        if not pairs:  # every sample of the share was skipped: every process must still take the step
+            pairs = [next_sample(data, processor, args.seed, step * args.batch_size)]
         clips = clip_batch(pairs, model.position_ids, pad_id)
-        loss, step_seen = losses(model, clips)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        loss, step_seen = losses(wrapped, clips)
+        accelerator.backward(loss)
+        average_probe_grads(losses.parameters(), world)
+        accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         for name, value in step_seen.items():
             seen.setdefault(name, []).append(value)
         progress.update(step_seen["answers"], clips.batch.tokens / max(time.time() - step_started, 1e-9))
-        if (step + 1) % args.log_every == 0 or step == args.steps - 1:
+        if ((step + 1) % args.log_every == 0 or step == args.steps - 1) and accelerator.is_main_process:
             line = ", ".join(f"{name} {sum(v) / len(v):.3f}" for name, v in seen.items())
             progress.write(f"step {step + 1}/{args.steps}: {line} (means since the last line)")
             seen.clear()
     progress.close()
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data.skipped.items()))
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return 0
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {out}: {args.steps} steps, {time.time() - started:.0f} s; skipped samples: {skipped or 'none'}")
+    print(
+        f"wrote {out}: {args.steps} steps, {time.time() - started:.0f} s; skipped samples (process 0's share): {skipped or 'none'}"
+    )
     return 0
 
 
