@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --lookup-head: the LLM has heads 0-{heads - 1}", file=sys.stderr)
         return 2
 
-    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    # every share has a clip or a picture, so merger and LLM always take part: no search for unused parameters
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     rank, world = accelerator.process_index, accelerator.num_processes
     if args.batch_size % world:
         print(f"error: --batch-size {args.batch_size} does not split over {world} processes", file=sys.stderr)
