@@ -159,7 +159,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of merger and LLM (cosine, warmup 20)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of merger and LLM (cosine, warmup 20)")
     p.add_argument("--time-weight", type=float, default=1.0)
     p.add_argument("--change-weight", type=float, default=1.0)
     p.add_argument("--lookup-weight", type=float, default=1.0)
