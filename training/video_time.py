@@ -271,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in step_seen.items():
             seen.setdefault(name, []).append(value)
         progress.update(step_seen["answers"], clips.batch.tokens / max(time.time() - step_started, 1e-9))
-        if ((step + 1) % args.log_every == 0 or step == args.steps - 1) and accelerator.is_main_process:
+        if (step + 1) % args.log_every == 0 or step == args.steps - 1:
             line = ", ".join(f"{name} {sum(v) / len(v):.3f}" for name, v in seen.items())
-            progress.write(f"step {step + 1}/{args.steps}: {line} (means since the last line)")
+            if accelerator.is_main_process:
+                progress.write(f"step {step + 1}/{args.steps}: {line} (means since the last line)")
             seen.clear()
     progress.close()
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data.skipped.items()))
