@@ -179,13 +179,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def labelled(data: ConversationData, processor, ref) -> tuple[Sample, ClipLabels] | None:
+    """The sample of `ref` with its labels; None where it does not encode (counted as skipped)."""
+    sample = data.encode(ref)
+    if sample is None:
+        return None
+    return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor)
+
+
 def next_sample(data: ConversationData, processor, seed: int, position: int) -> tuple[Sample, ClipLabels]:
     """The first sample of the stream from `position` on that encodes."""
     while True:
         for ref in data.refs_at(seed, position, 64):
-            sample = data.encode(ref)
-            if sample is not None:
-                return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor)
+            if (pair := labelled(data, processor, ref)) is not None:
+                return pair
         position += 64
 
 
@@ -252,12 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     seen: dict[str, list[float]] = {}  # this process's losses: the log line is process 0's
     started = time.time()
     for step in range(args.steps):
-        step_started, pairs = time.time(), []
-        for ref in data.refs_at(args.seed, step * args.batch_size + rank * share, share):
-            sample = data.encode(ref)
-            if sample is not None:
-                record = json.loads(data.files[ref[0]].line(ref[1]))
-                pairs.append((sample, clip_labels(sample, record, processor)))
+        step_started = time.time()
+        refs = data.refs_at(args.seed, step * args.batch_size + rank * share, share)
+        pairs = [pair for ref in refs if (pair := labelled(data, processor, ref)) is not None]
         if not pairs:  # every sample of the share was skipped: every process must still take the step
             pairs = [next_sample(data, processor, args.seed, step * args.batch_size)]
         clips = clip_batch(pairs, model.position_ids, pad_id)
