@@ -185,9 +185,9 @@ def test_shipped_configs_parse():
 
 
 def bundled_build() -> tuple[str, list]:
-    """The bundled model's build script and the configs of the stages its loop runs, in order."""
+    """The bundled model's build script and the trainer configs it runs (its loop's, then the last), in order."""
     build = (REPO / "training/build_bundled_model.sh").read_text()
-    stages = build.split("for stage in ")[1].split(";")[0].split()
+    stages = [*build.split("for n in ")[1].split(";")[0].split(), build.split("\nstage ")[1].split()[0]]
     return build, [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
 
 
@@ -199,9 +199,17 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
     assert vision[vision.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # and so does the vision step
     assert configs[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
-    for before, after in zip(configs[:-1], configs[1:], strict=True):
+    *looped, last = configs
+    for before, after in zip(looped[:-1], looped[1:], strict=True):
         assert after.init["model"] == f"{before.output_dir}/final"
-    assert f"install_bundled {configs[-1].output_dir}/final" in build
+    # stage 3's passes: the first reads the loop's last stage, each writes what the next reads, the last
+    # trainer stage reads the last pass
+    passes = build.split("for pass in ")[1].split(";")[0].split()
+    video_time = build.split("training/video_time.py ")[1].split("\n    from=")[0]
+    assert build.split("\nfrom=")[1].split()[0] == f"{looped[-1].output_dir}/final"
+    assert '--model "$from" --out "runs/bundled/stage3_$pass"' in video_time and len(passes) == 2
+    assert last.init["model"] == f"runs/bundled/stage3_{passes[-1]}"
+    assert f"install_bundled {last.output_dir}/final\n" in build
     # the stages run as several processes, each with a share of the config's batch
     processes = int(build.split("--num_processes ")[1].split()[0])
     share = int(build.split("--set batch_size=")[1].split()[0])
@@ -245,5 +253,7 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
     assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 3
     assert read <= before_vision, sorted(read - before_vision)
     read = {source.path for config in configs for source in config.data}
+    video_time = build.split("training/video_time.py ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
+    read |= {word.rsplit(":", 1)[0] for word in bash_words(f"echo {video_time}")}  # its PATH:WEIGHT items
     assert "data/bundled/train2/video.jsonl" in read and len(read) > 5
     assert read <= written, sorted(read - written)

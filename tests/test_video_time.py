@@ -1,4 +1,4 @@
-"""Stage 6 (training/video_time.py): the labels it lays out for clips and the run it makes."""
+"""Stage 3 of the bundled model (training/video_time.py): the labels it lays out for clips and the run it makes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ TOWER = {"hidden_size": 32, "depth": 2, "num_heads": 2, "intermediate_size": 64,
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, world_llm):  # noqa: F811
     """(tiny VL model directory, its processor, a set of 6 clips and 4 captions)."""
-    root = tmp_path_factory.mktemp("stage6")
+    root = tmp_path_factory.mktemp("stage3")
     model = QwenVLForConditionalGeneration.from_llm(world_llm, vision_config=TOWER, dtype=torch.float32)
     model.save_pretrained(root / "model")
     processor = QwenVLProcessor.from_pretrained(world_llm)
@@ -102,7 +102,7 @@ def test_a_weight_follows_the_last_colon_of_a_data_item():
 
 def test_a_run_trains_merger_and_llm_and_leaves_the_tower_as_it_was(world, tmp_path, capsys):
     model_dir, _, data_dir = world
-    out = tmp_path / "stage6"
+    out = tmp_path / "stage3"
     layers = ["--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0"]
     data = ["--data", str(data_dir / "video.jsonl"), f"{data_dir / 'caption.jsonl'}:0.5"]
     args = ["--model", str(model_dir), "--out", str(out), *data, *layers, "--steps", "3", "--batch-size", "3"]
@@ -128,7 +128,7 @@ def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 def test_two_processes_split_each_step_and_process_0_alone_logs_and_writes(world, tmp_path):
     model_dir, _, data_dir = world
-    out = tmp_path / "stage6"
+    out = tmp_path / "stage3"
     launch = [
         "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",

@@ -3,7 +3,7 @@
 "When does the star appear?" needs the second of the event's temporal token, and M-RoPE puts a token's
 time only into attention scores. On rendered clips a time code (training/time_code.py) and a lookup of
 the event's shape (training/lookup.py) were not enough: the head found the shape in every temporal token
-that shows it, not the first one, and the answers stayed guesses. What made them form (stage 6, stop 40 in
+that shows it, not the first one, and the answers stayed guesses. What made them form (training/video_time.py, stop 40 in
 docs/bundled_model.md) is a third target: a linear probe on a decoder layer's output asked, per video
 token, whether its content changed since the same place one temporal token before, and the lookup told
 to look at the tokens that changed where the event happens. A change is local in (t, h, w), so a head

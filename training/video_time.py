@@ -1,8 +1,8 @@
-"""Stage 6 for the bundled model: the LLM learns to read when a clip's event happens.
+"""Stage 3 for the bundled model: the LLM learns to read when a clip's event happens.
 
 "When does the green star appear?" is answered with the second of the temporal token where the star
 first shows, and M-RoPE puts a token's second only into attention scores. Learned from the answers
-alone (stages 2-4), the answers stayed near guesses; so did they with a time code and an event lookup
+alone (stop 39's build: stages 2-4), the answers stayed near guesses; so did they with a time code and an event lookup
 (docs/bundled_model.md). This stage adds the change probe of training/clip_events.py and points the
 lookup at the tokens that changed where the event shows, on the real rendered clips of the training
 sets. Three losses beside the answers' token loss, all on the decoder (the vision tower is frozen,
@@ -15,7 +15,7 @@ merger and LLM learn):
 The probes are dropped when the model is written. Pictures mixed into the data (`--data
 PATH:WEIGHT`) keep the captions and VQA answers from drifting while the LLM learns.
 
-    python -m training.video_time --model runs/bundled/stage5/final --out runs/bundled/stage6 \\
+    python -m training.video_time --model runs/bundled/stage2/final --out runs/bundled/stage3_0 \\
         --data data/bundled/train/video.jsonl data/bundled/train2/video.jsonl data/bundled/train/caption.jsonl:0.25
 
 Under `accelerate launch --num_processes N training/video_time.py ...` each step's `--batch-size`
@@ -147,7 +147,7 @@ class StepLosses:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.video_time", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="the VL model directory to start from (e.g. stage 5's final)")
+    p.add_argument("--model", required=True, help="the VL model directory to start from (e.g. stage 2's final)")
     p.add_argument("--out", required=True, help="where to write the model directory (replaced atomically)")
     p.add_argument(
         "--data",
