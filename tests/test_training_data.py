@@ -191,11 +191,17 @@ def bundled_build() -> tuple[str, list]:
     return build, [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
 
 
+def build_command(build: str, program: str) -> str:
+    """The arguments the build script gives `program` (its first call), continued lines joined."""
+    return build.replace("\\\n", " ").split(f"{program} ")[1].split("\n")[0]
+
+
 def test_bundled_model_configs_chain_from_stage_to_stage():
     build, configs = bundled_build()
-    reading = build.split("training.pretrain_reading ")[1].split("\n")[0].split()
-    stage0 = build.split("training.pretrain_llm ")[1].split("\n")[0].split()
-    vision = build.split("training.pretrain_vision ")[1].split("\n")[0].split()
+    reading, stage0, vision = (
+        build_command(build, f"training.{step}").split()
+        for step in ("pretrain_reading", "pretrain_llm", "pretrain_vision")
+    )
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
     assert vision[vision.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # and so does the vision step
     assert configs[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
@@ -205,7 +211,7 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     # stage 3's passes: the first reads the loop's last stage, each writes what the next reads, the last
     # trainer stage reads the last pass
     passes = build.split("for pass in ")[1].split(";")[0].split()
-    video_time = build.split("training/video_time.py ")[1].split("\n    from=")[0]
+    video_time = build_command(build, "training/video_time.py")
     assert build.split("\nfrom=")[1].split()[0] == f"{looped[-1].output_dir}/final"
     assert '--model "$from" --out "runs/bundled/stage3_$pass"' in video_time and len(passes) == 2
     assert last.init["model"] == f"runs/bundled/stage3_{passes[-1]}"
@@ -248,12 +254,12 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
 
     before_vision = bash_words(stub + data_step + "\nvision_data")
     written = before_vision | bash_words(stub + data_step + "\nstage_data")
-    vision = build.split("training.pretrain_vision ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
+    vision = build_command(build, "training.pretrain_vision").split("--data ")[1].split(" --")[0]
     read = bash_words(f"echo {vision}")
     assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 3
     assert read <= before_vision, sorted(read - before_vision)
     read = {source.path for config in configs for source in config.data}
-    video_time = build.split("training/video_time.py ")[1].split("--data ")[1].split(" --")[0].replace("\\\n", " ")
+    video_time = build_command(build, "training/video_time.py").split("--data ")[1].split(" --")[0]
     read |= {word.rsplit(":", 1)[0] for word in bash_words(f"echo {video_time}")}  # its PATH:WEIGHT items
     assert "data/bundled/train2/video.jsonl" in read and len(read) > 5
     assert read <= written, sorted(read - written)
