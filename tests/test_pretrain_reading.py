@@ -249,6 +249,7 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--length-groups", "0"],
         ["--noise-seed", str(2**70)],
         ["--seed", "-1"],
+        ["--min-answers", "1.5"],
     ],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
@@ -526,3 +527,14 @@ def test_the_compare_probe_asks_clips_for_their_events_second(world_llm, tmp_pat
     assert pr.main(args) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert "; probe: event second " in line and "found colour" not in line  # clips only: no picture questions
+
+
+def test_a_stage0b_whose_answers_did_not_form_fails_with_one_line_and_keeps_its_llm(world_llm, tmp_path, capsys):
+    out = tmp_path / "read"
+    base = ["--llm", str(world_llm), "--out", str(out), "--steps", "1", "--batch-size", "1"]
+    assert pr.main([*base, "--min-answers", "0"]) == 0  # no check
+    capsys.readouterr()
+    assert pr.main([*base, "--min-answers", "1"]) == 3  # one step of a random LLM answers nothing whole
+    err = capsys.readouterr().err
+    assert err.startswith("error: stage 0b did not form: held-out whole answers captions 0%, ") and err.count("\n") == 1
+    assert "under --min-answers 100%" in err and (out / "model.safetensors").is_file()

@@ -205,6 +205,10 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
     assert vision[vision.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # and so does the vision step
     assert configs[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
+    from training.pretrain_reading import parse_args
+
+    checked = parse_args([word for word in reading if word != "&"])
+    assert checked.min_answers > 0  # a stage 0b that did not form stops the build
     *looped, last = configs
     for before, after in zip(looped[:-1], looped[1:], strict=True):
         assert after.init["model"] == f"{before.output_dir}/final"

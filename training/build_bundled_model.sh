@@ -35,7 +35,7 @@ stage_data() {  # the rest: drawn on the core the vision step frees while stage 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
 #    stage 0b: it learns to read scenes laid out as grids of its own word embeddings (four questions
 #    per grid, one head told where the asked shape lies, a probe at the answer told the asked colour and
-#    the found shape's colour and third);
+#    the found shape's colour and third; the build stops there when its held-out answers did not form);
 #    beside it, the vision tower learns to put those words on its tokens, as the grid holds them (and
 #    the scenes' other labels); stage 0b keeps stage 0's embeddings, so the tower reads them from stage 0
 say "data"
@@ -45,7 +45,7 @@ python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000
 say "stage 0b, reading, beside stage 0, vision, then the stages' data"
 export OMP_NUM_THREADS=1
 tagged 0b python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 \
-    --lookup-weight 1 --compare-weight 1 &
+    --lookup-weight 1 --compare-weight 1 --min-answers 0.8 &
 reading=$!
 tagged vision python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --llm runs/bundled/llm \
     --steps 1800 --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \

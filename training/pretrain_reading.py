@@ -47,6 +47,11 @@ above one matching word and below it); `--exists-head H` gives that target to he
 layer instead, head 0 keeping the kind's slots for every question; in its one run the two lookups
 slowed every question and the exists head stayed near 55% (docs/bundled_model.md).
 
+`--min-answers SHARE` checks the last held-out line: when the whole answers of any group are below SHARE,
+the run writes its LLM and exits 3 with one line. Whether the lookup forms is still partly chance (on a
+CPU without AVX-512 the build's stage 0b did not form it in two seeds), and the build script stops there
+instead of training and installing a poor model (docs/bundled_model.md).
+
     python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read
 """
 
@@ -428,6 +433,14 @@ def parse_args(argv):
         help="draw the grids' noise from a generator of its own seeded S (the held-out line's from another), so "
         "that --eval-every does not change the run (default: torch's global generator, as the recipe's)",
     )
+    p.add_argument(
+        "--min-answers",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="fail (exit 3, after writing --out) when the last held-out line's whole answers of any group (captions, "
+        "each VQA type, clips) are below SHARE: the lookup did not form, and stages built on it would be poor",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.event_head and args.event_head == args.exists_head:
@@ -443,7 +456,7 @@ def parse_args(argv):
     for name in ("lookup_weight", "time_weight", "compare_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} is >= 0, got {getattr(args, name)}")
-    for name in ("caption_share", "clip_share", "exists_drill", "compare_drill"):
+    for name in ("caption_share", "clip_share", "exists_drill", "compare_drill", "min_answers"):
         if not 0 <= getattr(args, name) <= 1:
             p.error(f"--{name.replace('_', '-')}: a share is in [0, 1], got {getattr(args, name)}")
     return args
@@ -604,6 +617,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: {args.steps} steps, {time.time() - started:.0f} s")
+    short = {group: scores["answers"] for group, scores in read.items() if scores["answers"] < args.min_answers}
+    if short:
+        named = ", ".join(f"{group} {share:.0%}" for group, share in short.items())
+        print(
+            f"error: stage 0b did not form: held-out whole answers {named}, under --min-answers "
+            f"{args.min_answers:.0%} (the LLM in {args.out} is kept to inspect; stages built on it would be poor)",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
