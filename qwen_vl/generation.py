@@ -113,12 +113,15 @@ def decode_steps(model, batch, cfg: SamplingConfig, stop_ids: set[int]) -> Itera
 
     cache = model.new_cache(batch_size, prompt_len + steps)
     inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+    rows = torch.arange(batch_size, device=model.device)
+    # Grad mode is thread-local and a caller may resume this generator on another thread (Gradio
+    # runs each step on a worker pool), so inference mode is entered per step, never across a yield.
     with torch.inference_mode():
         logits = model(input_ids, attention_mask=mask, cache=cache, logits_to_keep=1, **inputs).logits[:, -1]
-        rows = torch.arange(batch_size, device=model.device)
-        for step in range(steps):
-            tokens = next_tokens(logits, seen, cfg, generator)
-            yield rows.tolist(), tokens.tolist()
+        tokens = next_tokens(logits, seen, cfg, generator)
+    for step in range(steps):
+        yield rows.tolist(), tokens.tolist()
+        with torch.inference_mode():
             running = ~torch.isin(tokens, stop)
             if step == steps - 1 or not running.any():
                 return
@@ -131,6 +134,7 @@ def decode_steps(model, batch, cfg: SamplingConfig, stop_ids: set[int]) -> Itera
             if mask is not None:
                 mask = torch.cat([mask, mask.new_ones(len(rows), 1)], 1)
             logits = model(tokens[:, None], attention_mask=mask, cache=cache).logits[:, -1]
+            tokens = next_tokens(logits, seen, cfg, generator)
 
 
 def generate_ids(

@@ -71,12 +71,33 @@ def send(page, files: list[str], question: str) -> None:
             arg=Path(path).name.split(".")[0],
             timeout=30_000,
         )
+    asked = len(user_messages(page))
     box.locator("textarea").fill(question)
     box.locator("textarea").press("Enter")
+    try:  # a refused or lost submit fails here, by name, rather than as a silent chat later
+        page.wait_for_function(
+            "n => document.querySelectorAll('#qwen-vl-chat .user.message').length > n", arg=asked, timeout=30_000
+        )
+    except sync_api.Error:
+        raise AssertionError(f"the question was not submitted; {page_state(page)}") from None
 
 
 def bot_messages(page) -> list[str]:
     return page.locator("#qwen-vl-chat .bot.message").all_inner_texts()
+
+
+def user_messages(page) -> list[str]:
+    return page.locator("#qwen-vl-chat .user.message").all_inner_texts()
+
+
+def page_state(page) -> str:
+    """What the page shows, for a failure message: the chat, the textbox and any toast."""
+    textbox = page.locator("#question textarea")
+    toasts = page.locator(".toast-body").all_inner_texts()
+    return (
+        f"users {user_messages(page)!r}, bots {bot_messages(page)!r}, textbox {textbox.input_value()!r} "
+        f"(disabled: {textbox.is_disabled()}), toasts {toasts!r}"
+    )
 
 
 def wait_for_bots(page, count: int) -> None:
@@ -88,7 +109,10 @@ def wait_for_bots(page, count: int) -> None:
     }"""
     last = None
     for _ in range(240):
-        page.wait_for_function(settled, arg=count, timeout=120_000)
+        try:
+            page.wait_for_function(settled, arg=count, timeout=120_000)
+        except sync_api.Error:
+            raise AssertionError(f"no settled answer {count} in 120 s; {page_state(page)}") from None
         text = bot_messages(page)[-1]
         if text == last:
             return

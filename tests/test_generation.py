@@ -174,6 +174,25 @@ def test_stream_pieces_join_to_the_answer_and_never_split_characters(model, proc
     assert generate_text(m, processor, [conv], SamplingConfig(max_new_tokens=40)) == [answer]
 
 
+def test_a_stream_may_resume_on_another_thread(model, processor):
+    # Gradio advances a streaming handler with one next() per worker-pool thread; grad mode is
+    # thread-local, so no step may rely on a mode entered on an earlier step's thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    conv = [{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]
+    answer = "red circle on the left"
+    m = programmed(model, processor, conv, answer)
+    pieces = stream_text(m, processor, conv, SamplingConfig(max_new_tokens=40))
+    joined = ""
+    while True:
+        with ThreadPoolExecutor(1) as fresh_thread:
+            piece = fresh_thread.submit(next, pieces, None).result()
+        if piece is None:
+            break
+        joined += piece
+    assert joined == answer
+
+
 def test_stop_strings_end_the_answer_and_are_not_shown(model, processor):
     conv = [{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]
     m = programmed(model, processor, conv, "red circle. blue square")
