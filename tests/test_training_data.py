@@ -184,11 +184,12 @@ def test_shipped_configs_parse():
     }
 
 
-def bundled_build() -> tuple[str, list]:
-    """The bundled model's build script and the trainer configs it runs (its loop's, then the last), in order."""
+def bundled_build() -> tuple[str, list, list]:
+    """The bundled model's build script and the trainer configs its loops run before stage 3 and after it."""
     build = (REPO / "training/build_bundled_model.sh").read_text()
-    stages = [*build.split("for n in ")[1].split(";")[0].split(), build.split("\nstage ")[1].split()[0]]
-    return build, [load_config(REPO / f"training/configs/bundled/stage{stage}.yaml") for stage in stages]
+    loops = [part.split(";")[0].split() for part in build.split("for n in ")[1:]]
+    before, after = ([load_config(REPO / f"training/configs/bundled/stage{n}.yaml") for n in loop] for loop in loops)
+    return build, before, after
 
 
 def build_command(build: str, program: str) -> str:
@@ -197,33 +198,33 @@ def build_command(build: str, program: str) -> str:
 
 
 def test_bundled_model_configs_chain_from_stage_to_stage():
-    build, configs = bundled_build()
+    build, before, after = bundled_build()
     reading, stage0, vision = (
         build_command(build, f"training.{step}").split()
         for step in ("pretrain_reading", "pretrain_llm", "pretrain_vision")
     )
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
     assert vision[vision.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # and so does the vision step
-    assert configs[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
+    assert before[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
     from training.pretrain_reading import parse_args
 
     checked = parse_args([word for word in reading if word != "&"])
     assert checked.min_answers > 0  # a stage 0b that did not form stops the build
-    *looped, last = configs
-    for before, after in zip(looped[:-1], looped[1:], strict=True):
-        assert after.init["model"] == f"{before.output_dir}/final"
-    # stage 3's passes: the first reads the loop's last stage, each writes what the next reads, the last
-    # trainer stage reads the last pass
+    for loop in (before, after):
+        for earlier, later in zip(loop[:-1], loop[1:], strict=True):
+            assert later.init["model"] == f"{earlier.output_dir}/final"
+    # stage 3's passes: the first reads the first loop's last stage, each writes what the next reads, the
+    # second loop starts from the last pass
     passes = build.split("for pass in ")[1].split(";")[0].split()
     video_time = build_command(build, "training/video_time.py")
-    assert build.split("\nfrom=")[1].split()[0] == f"{looped[-1].output_dir}/final"
+    assert build.split("\nfrom=")[1].split()[0] == f"{before[-1].output_dir}/final"
     assert '--model "$from" --out "runs/bundled/stage3_$pass"' in video_time and len(passes) == 2
-    assert last.init["model"] == f"runs/bundled/stage3_{passes[-1]}"
-    assert f"install_bundled {last.output_dir}/final\n" in build
+    assert after[0].init["model"] == f"runs/bundled/stage3_{passes[-1]}"
+    assert f"install_bundled {after[-1].output_dir}/final\n" in build
     # the stages run as several processes, each with a share of the config's batch
     processes = int(build.split("--num_processes ")[1].split()[0])
     share = int(build.split("--set batch_size=")[1].split()[0])
-    assert processes > 1 and all(config.batch_size == share * processes for config in configs)
+    assert processes > 1 and all(config.batch_size == share * processes for config in before + after)
 
 
 def test_accelerate_configs_parse():
@@ -245,7 +246,7 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
     The data step runs with `synthetic` stubbed out."""
     from training.synthetic import TASKS
 
-    build, configs = bundled_build()
+    build, before, after = bundled_build()
     data_step = build.split("synthetic() {")[1].split("\n", 1)[1].split("\n# 2.")[0]
     stub = (
         'synthetic() { local out="" task=""; while (($#)); do case $1 in --out) out=$2; shift;; '
@@ -262,7 +263,7 @@ def test_bundled_model_build_reads_only_data_its_data_step_writes():
     read = bash_words(f"echo {vision}")
     assert "data/bundled/train2/ocr.jsonl" in read and len(read) > 3
     assert read <= before_vision, sorted(read - before_vision)
-    read = {source.path for config in configs for source in config.data}
+    read = {source.path for config in before + after for source in config.data}
     video_time = build_command(build, "training/video_time.py").split("--data ")[1].split(" --")[0]
     read |= {word.rsplit(":", 1)[0] for word in bash_words(f"echo {video_time}")}  # its PATH:WEIGHT items
     assert "data/bundled/train2/video.jsonl" in read and len(read) > 5

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-4
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-5
 # -> qwen_vl/assets/model -> held-out scores. See docs/bundled_model.md for the measured times of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "[$(date +%H:%M:%S)] $*"; }  # each step's start, so the log times the build
 
 # Two cores: stage 0b and the vision step run side by side, one thread each (both start from the stage-0
-# LLM), and stages 1-4 run as two one-thread processes of batch 4 (the configs' batch of 8 samples,
+# LLM), and stages 1-5 run as two one-thread processes of batch 4 (the configs' batch of 8 samples,
 # split), which is faster than one two-thread process on such small matrices.
 tagged() { local tag=$1; shift; "$@" 2>&1 | sed -u "s/^/[$tag] /"; }  # one log, each line says whose it is
 kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
@@ -58,7 +58,8 @@ wait "$reading"
 # 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 3: the LLM
 #    learns when a clip's event happens (training/video_time.py: a probe of each video token's second, one
 #    of the tokens that changed, a head told the event's changed tokens; pictures mixed in) in two passes,
-#    the second a warm restart with another draw order; stage 4: the tower fitted to the final LLM
+#    the second a warm restart with another draw order; stages 4-5: the tower fitted to the final LLM, stage 5
+#    a warm restart of stage 4 at half its learning rates
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
@@ -83,13 +84,15 @@ for pass in 0 1; do
         --no-progress
     from=runs/bundled/stage3_$pass
 done
-say "stage 4"
-stage 4
+for n in 4 5; do
+    say "stage $n"
+    stage "$n"
+done
 unset OMP_NUM_THREADS
 
 # 4. install it in the package and score it on the held-out sets
 say "install"
-python -m training.install_bundled runs/bundled/stage4/final
+python -m training.install_bundled runs/bundled/stage5/final
 say "scores"
 for task in caption vqa ocr video; do
     python -m eval --task "synthetic-$task" --data "data/bundled/heldout/$task.jsonl" --output "runs/bundled/eval/$task" --no-progress
