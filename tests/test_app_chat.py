@@ -170,6 +170,18 @@ def test_bad_settings_become_turn_errors(engine):
     assert turn.error == "top-p must be in (0, 1], got 0.0"
 
 
+def test_an_unexpected_failure_ends_the_turn_and_is_logged(engine, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        yield "half an ans"
+        raise RuntimeError("a bug in the model code")
+
+    monkeypatch.setattr(engine, "stream", broken)
+    turn = run(engine, [Turn("Describe this image.", [IMAGE])])
+    assert turn.done and turn.answer == "half an ans"
+    assert turn.error == "internal error (RuntimeError); the server's log has the details"
+    assert "a bug in the model code" in caplog.text  # the traceback is in the log, not in the chat
+
+
 def test_answer_once_refuses_an_empty_question(engine):
     with pytest.raises(chat.QwenVLError, match="the question is empty"):
         chat.answer_once(engine, [IMAGE], "  ", GenerationSettings(), LIMIT)

@@ -7,6 +7,7 @@ upload could not be used shows its error and is left out of later prompts, so th
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
 ERROR_PREFIX = "⚠️ "
 MIN_MAX_PIXELS = 56 * 56  # the preprocessing floor: a smaller budget cannot be met
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,7 +133,9 @@ def friendly(message: str, files: list[str]) -> str:
 def stream_answer(engine, turns: list[Turn], settings: GenerationSettings, max_upload_bytes: int) -> Iterator[Turn]:
     """Fill in the answer of turns[-1] piece by piece, yielding it after each piece.
 
-    A user-caused failure (bad upload, bad setting, prompt too long) ends up in turn.error."""
+    A user-caused failure (bad upload, bad setting, prompt too long) ends up in turn.error; so does
+    an unexpected one, by its kind only (the traceback goes to the server's log), so that a bug ends
+    the turn instead of leaving the chat waiting for an answer that never comes."""
     turn = turns[-1]
     turn.answer, turn.error, turn.done = "", None, False
     all_files = [p for t in turns for p in t.files]
@@ -145,6 +149,9 @@ def stream_answer(engine, turns: list[Turn], settings: GenerationSettings, max_u
             yield turn
     except (QwenVLError, ValueError) as err:
         turn.error = friendly(str(err), all_files)
+    except Exception as err:
+        log.exception("answering failed")
+        turn.error = f"internal error ({type(err).__name__}); the server's log has the details"
     turn.done = True
     yield turn
 
