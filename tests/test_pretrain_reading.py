@@ -250,6 +250,7 @@ def test_word_heads_score_a_token_by_the_llms_embedding_of_each_word(world_llm):
         ["--noise-seed", str(2**70)],
         ["--seed", "-1"],
         ["--min-answers", "1.5"],
+        ["--kind-copy-layer", "0"],  # a head for the lookup, without --lookup-weight
     ],
 )
 def test_bad_stage0b_arguments_are_usage_errors(args, capsys):
@@ -295,6 +296,48 @@ def test_lookup_targets_mark_the_asked_kinds_tokens_at_the_answer_position(world
         answers = int(((sample.labels != IGNORE) & (torch.roll(sample.labels, 1) == IGNORE)).sum())
         assert len(targets) <= answers == 3
     assert asked == {"colour", "where", "exists"}  # never captions or counts
+
+
+def test_kind_word_targets_mark_the_questions_own_kind_word_at_the_answer_position(world_llm):
+    from training.lookup import lookup_targets
+
+    processor = QwenVLProcessor.from_pretrained(world_llm)
+    ids, tokenizer = pv.shape_word_ids(processor.tokenizer), processor.tokenizer
+    image, types = processor.image_token_id, ("colour", "where", "exists")
+    rng, absent = np.random.default_rng(2), 0
+    for _ in range(12):
+        sample = pr.scene_sample(rng, processor, ids, 448, 0.3, turns=3)
+        copied = lookup_targets(sample, tokenizer, image, types=types, kind_word=True)
+        looked_up = [position for position, _ in lookup_targets(sample, tokenizer, image, types=types)]
+        for position, mask in copied:
+            (word,) = mask.nonzero()[:, 0].tolist()
+            question = tokenizer.decode(sample.input_ids[:position]).split("user\n")[-1].split("<|im_end|>")[0]
+            kind = question.rstrip("?").split()[-1]
+            assert sample.input_ids[word] == tokenizer.encode(" " + kind)[0]
+            assert tokenizer.decode(sample.input_ids[word:position]).startswith(f" {kind}?<|im_end|>")  # its own
+        # the same turns as the shape lookup, and also "Is there ...?" of a kind the picture lacks
+        assert set(looked_up) <= {position for position, _ in copied}
+        absent += len(copied) - len(looked_up)
+    assert absent
+    clip = pr.clip_sample(np.random.default_rng(0), processor, ids)
+    assert lookup_targets(clip, tokenizer, processor.video_token_id, kind_word=True) == []
+
+
+def test_a_kind_copy_head_is_trained_before_the_lookup_layer_and_reported(tmp_path, capsys):
+    llm = tmp_path / "llm"
+    tiny = ["--lines", "40", "--chats", "40", "--hidden", "32", "--layers", "2", "--intermediate", "64"]
+    tiny += ["--heads", "2", "--kv-heads", "1", "--batch-size", "2", "--seq-len", "32", "--steps", "1"]
+    assert pretrain_llm(["--out", str(llm), *tiny]) == 0
+    capsys.readouterr()
+    base = ["--llm", str(llm), "--out", str(tmp_path / "read"), "--steps", "2", "--batch-size", "4"]
+    base += ["--turns", "3", "--lookup-weight", "1", "--caption-share", "0", "--lookup-layer", "1"]
+    assert pr.main([*base, "--kind-copy-layer", "1"]) == 2
+    message = "error: --kind-copy-layer 1: the copy head's layer comes before the lookup's (1)"
+    assert capsys.readouterr().err.strip() == message
+    assert pr.main([*base, "--kind-copy-layer", "0"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "; lookup head's attention on the asked shape " in line
+    assert "; copy head's attention on the kind word " in line
 
 
 def test_exists_lookup_both_targets_the_slots_holding_colour_and_kind_or_the_vision_start(world_llm):

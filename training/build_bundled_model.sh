@@ -45,7 +45,7 @@ python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000
 say "stage 0b, reading, beside stage 0, vision, then the stages' data"
 export OMP_NUM_THREADS=1
 tagged 0b python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 \
-    --lookup-weight 1 --compare-weight 1 --min-answers 0.8 &
+    --lookup-weight 1 --kind-copy-layer 1 --compare-weight 1 --min-answers 0.8 &
 reading=$!
 tagged vision python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --llm runs/bundled/llm \
     --steps 1800 --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \

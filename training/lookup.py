@@ -33,16 +33,25 @@ class EventSample(Sample):
 
 
 def lookup_targets(
-    sample: Sample, tokenizer, image_token_id: int, match_exists: bool = False, types: tuple = LOOKUP_TYPES
+    sample: Sample,
+    tokenizer,
+    image_token_id: int,
+    match_exists: bool = False,
+    types: tuple = LOOKUP_TYPES,
+    kind_word: bool = False,
 ) -> list[tuple[int, torch.Tensor]]:
     """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
     kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
     whose slot holds the asked kind). With `match_exists`, an "Is there a {colour} {kind}?" turn
     targets the slots holding both, or the <|vision_start|> before the image when none does, so
-    that where the head looks is already the answer. For an EventSample: (position predicting its
-    answer's number, the video tokens of its event). `types`: the question types looked up."""
+    that where the head looks is already the answer. With `kind_word`, the target is the question's
+    own kind word instead (the token a head before the lookup copies to the answer position). For an
+    EventSample: (position predicting its answer's number, the video tokens of its event). `types`:
+    the question types looked up."""
     tokens, words = sample.input_ids, sample.pixel_values
     if isinstance(sample, EventSample):
+        if kind_word:
+            return []
         if "when" not in types or sample.event_slots is None or not sample.event_slots.any():
             return []
         return [(number_position(sample), sample.event_slots)]
@@ -54,8 +63,12 @@ def lookup_targets(
         if qtype not in types:
             continue
         *_, colour, kind = question.rstrip("?").split()  # "... a red star?"; colour questions end "the star?"
-        holds = words[:, 1] == word_id(tokenizer, kind)
         mask = torch.zeros(len(tokens), dtype=torch.bool)
+        if kind_word:  # its last mention before the answer is the question's own
+            mask[int((tokens[:position] == word_id(tokenizer, kind)).nonzero()[-1, 0])] = True
+            targets.append((position, mask))
+            continue
+        holds = words[:, 1] == word_id(tokenizer, kind)
         if qtype == "exists" and match_exists:
             holds &= words[:, 0] == word_id(tokenizer, colour)
             if not holds.any():

@@ -20,6 +20,11 @@ asks the lookup layer's output at the answer for the asked colour and the found 
 third (training/compare_probe.py): "Is there" then no longer waits on a comparison found from the
 answers alone, and every question type forms by step 1,000 instead of 1,900-2,500 or never.
 
+`--kind-copy-layer L` tells head 0 of an earlier layer to look, from the same position, at the
+question's own kind word, which the lookup's query needs. Without it the lookup at layer -2 formed
+from the stage-0 LLMs of AVX-512 machines and not from the one a CPU without AVX-512 draws (its
+floats differ in their last bits); with it, it formed there by step 200 (docs/bundled_model.md).
+
 `--clip-share` mixes in video questions on clips laid out the same way, one grid per temporal
 token at the clip's absolute-time ids. Off by default: in 2,000 steps the LLM did not learn to
 read an event's second off those ids (docs/bundled_model.md). `--time-weight` asks a probe on one
@@ -311,11 +316,13 @@ def reading_accuracy(model, batches, ids: dict) -> dict[str, float]:
     return {name: hits / total for name, (hits, total) in counts.items() if total}
 
 
-def lookup_heads(layer: nn.Module, args) -> list[tuple[str, LookupLoss, dict]]:
-    """The lookup losses of `layer`: (what the held-out line calls its mass, loss, batch_targets
-    options). Head 0 looks up the asked kind (for "Is there", with --exists-lookup both and no
-    --exists-head, both words) and a clip's event; an --exists-head looks up both words for "Is
-    there" alone; an --event-head takes the clips' events from head 0."""
+def lookup_heads(layers: nn.ModuleList, args) -> list[tuple[str, LookupLoss, dict]]:
+    """The lookup losses of the decoder `layers`: (what the held-out line calls its mass, loss,
+    batch_targets options). Head 0 of --lookup-layer looks up the asked kind (for "Is there", with
+    --exists-lookup both and no --exists-head, both words) and a clip's event; an --exists-head looks
+    up both words for "Is there" alone; an --event-head takes the clips' events from head 0; head 0
+    of a --kind-copy-layer looks at the question's kind word, which the lookup's query needs."""
+    layer = layers[args.lookup_layer]
     both, shape = args.exists_lookup == "both", "lookup head's attention on the asked shape"
     types = tuple(t for t in LOOKUP_TYPES if t != "when" or not args.event_head)
     heads = [(shape, LookupLoss(layer), {"match_exists": both and not args.exists_head, "types": types})]
@@ -324,6 +331,9 @@ def lookup_heads(layer: nn.Module, args) -> list[tuple[str, LookupLoss, dict]]:
         heads.append(("exists head's attention on its targets", LookupLoss(layer, args.exists_head), exists))
     if args.event_head:
         heads.append(("event head's attention on the event", LookupLoss(layer, args.event_head), {"types": ("when",)}))
+    if args.kind_copy_layer is not None:
+        copy = {"kind_word": True, "types": ("colour", "where", "exists")}
+        heads.append(("copy head's attention on the kind word", LookupLoss(layers[args.kind_copy_layer]), copy))
     return heads
 
 
@@ -377,6 +387,14 @@ def parse_args(argv):
         type=int,
         default=-2,
         help="the decoder layer whose head 0 the lookup loss trains (negative: from the last; -2 leaves one layer after it)",
+    )
+    p.add_argument(
+        "--kind-copy-layer",
+        type=int,
+        default=None,
+        metavar="L",
+        help="with --lookup-weight: head 0 of decoder layer L (before --lookup-layer) is told to attend from the "
+        "answer position to the question's kind word, the half of the lookup's query that otherwise forms by chance",
     )
     p.add_argument(
         "--exists-lookup",
@@ -443,6 +461,8 @@ def parse_args(argv):
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.kind_copy_layer is not None and not args.lookup_weight:
+        p.error("--kind-copy-layer trains a head for the lookup: give --lookup-weight too")
     if args.event_head and args.event_head == args.exists_head:
         p.error("--event-head and --exists-head name one head: give each its own")
     if min(args.steps, args.batch_size, args.turns, args.eval_every, args.length_groups) < 1:
@@ -483,6 +503,13 @@ def main(argv: list[str] | None = None) -> int:
         if weighted and not -layers <= layer < layers:
             print(f"error: --{name}-layer {layer}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
             return 2
+    copy, lookup = args.kind_copy_layer, args.lookup_layer % layers
+    if copy is not None and not (-layers <= copy < layers and copy % layers < lookup):
+        print(
+            f"error: --kind-copy-layer {copy}: the copy head's layer comes before the lookup's ({lookup})",
+            file=sys.stderr,
+        )
+        return 2
     head_count = model.config.text.num_attention_heads
     for name in ("exists_head", "event_head"):
         if not 0 <= getattr(args, name) < head_count:
@@ -526,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout |= {qtype: [draw(heldout_rng, 20, 0.0, 0.0, qtype)] for qtype in VQA_TYPES}
     if args.clip_share > 0:
         heldout["clips"] = [draw(heldout_rng, 20, 1.0) for _ in range(3)]
-    lookups = lookup_heads(model.model.layers[args.lookup_layer], args) if args.lookup_weight else []
+    lookups = lookup_heads(model.model.layers, args) if args.lookup_weight else []
     masses = [[] for _ in lookups]
     image_id, timed, compared = processor.image_token_id, [], []
     merge = processor.image_settings.merge_size
