@@ -221,6 +221,10 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     assert '--model "$from" --out "runs/bundled/stage3_$pass"' in video_time and len(passes) == 2
     assert after[0].init["model"] == f"runs/bundled/stage3_{passes[-1]}"
     assert f"install_bundled {after[-1].output_dir}/final\n" in build
+    # a rebuild starts from an empty runs/bundled, where every stage writes: the trainer refuses to start
+    # over an earlier run's checkpoints
+    assert build.index("\nrm -rf runs/bundled\n") < build.index('say "data"')
+    assert all(config.output_dir.startswith("runs/bundled/") for config in before + after)
     # the stages run as several processes, each with a share of the config's batch
     processes = int(build.split("--num_processes ")[1].split()[0])
     share = int(build.split("--set batch_size=")[1].split()[0])

@@ -38,6 +38,9 @@ stage_data() {  # the rest: drawn on the core the vision step frees while stage 
 #    the found shape's colour and third; the build stops there when its held-out answers did not form);
 #    beside it, the vision tower learns to put those words on its tokens, as the grid holds them (and
 #    the scenes' other labels); stage 0b keeps stage 0's embeddings, so the tower reads them from stage 0
+# runs/bundled is the script's own: an earlier build's stages there would make the trainer refuse to start
+# over them (it keeps a run's checkpoints unless told --resume), so each build starts from an empty one
+rm -rf runs/bundled
 say "data"
 vision_data
 say "stage 0, LLM"

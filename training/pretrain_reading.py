@@ -23,7 +23,7 @@ answers alone, and every question type forms by step 1,000 instead of 1,900-2,50
 `--kind-copy-layer L` tells head 0 of an earlier layer to look, from the same position, at the
 question's own kind word, which the lookup's query needs. Without it the lookup at layer -2 formed
 from the stage-0 LLMs of AVX-512 machines and not from the one a CPU without AVX-512 draws (its
-floats differ in their last bits); with it, it formed there by step 200 (docs/bundled_model.md).
+floats differ in their last bits); with it, it formed there by step 400 (docs/bundled_model.md).
 
 `--clip-share` mixes in video questions on clips laid out the same way, one grid per temporal
 token at the clip's absolute-time ids. Off by default: in 2,000 steps the LLM did not learn to
