@@ -50,9 +50,7 @@ def lookup_targets(
     the question types looked up."""
     tokens, words = sample.input_ids, sample.pixel_values
     if isinstance(sample, EventSample):
-        if kind_word:
-            return []
-        if "when" not in types or sample.event_slots is None or not sample.event_slots.any():
+        if kind_word or "when" not in types or sample.event_slots is None or not sample.event_slots.any():
             return []
         return [(number_position(sample), sample.event_slots)]
     if sample.image_grid_thw is None or words is None:

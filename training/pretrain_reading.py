@@ -332,8 +332,8 @@ def lookup_heads(layers: nn.ModuleList, args) -> list[tuple[str, LookupLoss, dic
     if args.event_head:
         heads.append(("event head's attention on the event", LookupLoss(layer, args.event_head), {"types": ("when",)}))
     if args.kind_copy_layer is not None:
-        copy = {"kind_word": True, "types": ("colour", "where", "exists")}
-        heads.append(("copy head's attention on the kind word", LookupLoss(layers[args.kind_copy_layer]), copy))
+        copy = LookupLoss(layers[args.kind_copy_layer])  # pictures' questions only: a clip's has no kind word target
+        heads.append(("copy head's attention on the kind word", copy, {"kind_word": True}))
     return heads
 
 
