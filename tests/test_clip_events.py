@@ -55,6 +55,18 @@ def test_a_moving_shape_changes_the_tokens_it_leaves_and_enters_while_it_moves()
     assert torch.equal(event_tokens(moving, SHOWN, changed)[2], changed[2])  # the move shows from second 2 on
 
 
+def test_by_ink_the_tokens_a_shape_only_partly_covers_change_too():
+    corner = VideoScene(112, 112, 4, 4, Background("dark grey", "plain", 0), [Shape("square", "red", [20, 20, 50, 50])],
+                        VideoEvent("appear", 2))  # fmt: skip
+    by_centre = changed_tokens(corner, SHOWN, 4, 4, 28)
+    by_ink = changed_tokens(corner, SHOWN, 4, 4, 28, by="ink")
+    # ink shares of the top-left 2 x 2 tokens: 8 x 8, 8 x 22, 22 x 8 and 22 x 22 px of 28 x 28; only (1, 1) holds a centre
+    assert by_centre[2].nonzero()[:, 0].tolist() == [5]
+    assert by_ink[2].nonzero()[:, 0].tolist() == [0, 1, 4, 5] and not by_ink[[0, 1, 3]].any()
+    recoloured = changed_tokens(scene(VideoEvent("colour", 2, 0, "blue")), SHOWN, 4, 4, 28, by="ink")
+    assert torch.equal(recoloured[2], square_tokens()) and not recoloured[[0, 1, 3]].any()
+
+
 def test_an_event_the_sampled_frames_do_not_show_has_no_target():
     late = scene(VideoEvent("appear", 4))  # after the clip's last frame
     assert event_tokens(late, SHOWN, changed_tokens(late, SHOWN, 4, 4, 28)) is None

@@ -218,7 +218,7 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     passes = build.split("for pass in ")[1].split(";")[0].split()
     video_time = build_command(build, "training/video_time.py")
     assert build.split("\nfrom=")[1].split()[0] == f"{before[-1].output_dir}/final"
-    assert '--model "$from" --out "runs/bundled/stage3_$pass"' in video_time and len(passes) == 2
+    assert '--model "$from" --out "runs/bundled/stage3_$pass"' in video_time and len(set(passes)) == len(passes) >= 2
     assert after[0].init["model"] == f"runs/bundled/stage3_{passes[-1]}"
     assert f"install_bundled {after[-1].output_dir}/final\n" in build
     # a rebuild starts from an empty runs/bundled, where every stage writes: the trainer refuses to start

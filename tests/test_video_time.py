@@ -61,6 +61,8 @@ def test_a_clips_labels_name_its_video_tokens_changes_seconds_and_the_event_its_
         changed = changed_tokens(scene, shown_frames(scene, processor), h // merge, w // merge, factor)
         assert torch.equal(labels.changed, changed.flatten()) and len(labels.changed) == int(video.sum())
         assert torch.equal(labels.seconds, token_seconds(sample, merge))
+        by_ink = changed_tokens(scene, shown_frames(scene, processor), h // merge, w // merge, factor, by="ink")
+        assert torch.equal(clip_labels(sample, record, processor, by="ink").changed, by_ink.flatten())
         if record["question_type"] == "direction":
             assert labels.lookup is None
             continue
@@ -106,7 +108,7 @@ def test_a_run_trains_merger_and_llm_and_leaves_the_tower_as_it_was(world, tmp_p
     layers = ["--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0"]
     data = ["--data", str(data_dir / "video.jsonl"), f"{data_dir / 'caption.jsonl'}:0.5"]
     args = ["--model", str(model_dir), "--out", str(out), *data, *layers, "--steps", "3", "--batch-size", "3"]
-    assert video_time([*args, "--no-progress", "--lr", "1e-2"]) == 0
+    assert video_time([*args, "--no-progress", "--lr", "1e-2", "--change-labels", "ink"]) == 0
     assert "step 3/3: answers" in capsys.readouterr().out
     before, after = load_state_dict(model_dir), load_state_dict(out)
     assert before.keys() == after.keys()  # the probes are not written

@@ -60,9 +60,10 @@ wait "$reading"
 
 # 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 3: the LLM
 #    learns when a clip's event happens (training/video_time.py: a probe of each video token's second, one
-#    of the tokens that changed, a head told the event's changed tokens; pictures mixed in) in two passes,
-#    the second a warm restart with another draw order; stages 4-5: the tower fitted to the final LLM, stage 5
-#    a warm restart of stage 4 at half its learning rates
+#    of the tokens whose share of the event shape's ink changed, a head told the event's changed tokens;
+#    pictures mixed in) in three passes, each a warm restart with another draw order (two passes reached the
+#    video target in one of the last three builds; docs/bundled_model.md, stop 49); stages 4-5: the tower
+#    fitted to the final LLM, stage 5 a warm restart of stage 4 at half its learning rates
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
@@ -80,11 +81,11 @@ for n in 1 2; do
     stage "$n"
 done
 from=runs/bundled/stage2/final
-for pass in 0 1; do
+for pass in 0 1 2; do
     say "stage 3, pass $pass"
     two_processes "stage3_$pass" training/video_time.py --model "$from" --out "runs/bundled/stage3_$pass" --seed "$pass" \
         --steps 1400 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25 \
-        --no-progress
+        --change-labels ink --no-progress
     from=runs/bundled/stage3_$pass
 done
 for n in 4 5; do

@@ -13,15 +13,19 @@ names.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices
 from training.pretrain_vision import shape_labels, token_boxes
+from training.synthetic_render import draw_shape
 from training.synthetic_world import Background, Shape, VideoEvent, VideoScene
 
 WHEN_TYPES = ("appear", "disappear", "change", "start")  # clip questions answered with a second
+INK_SHARE = 0.05  # a token's content counts as changed when this share of its pixels did
 
 
 def scene_from_record(record: dict) -> VideoScene | None:
@@ -49,23 +53,48 @@ def shown_frames(scene: VideoScene, processor) -> list[int]:
     return frames[:: processor.image_settings.temporal_patch_size]
 
 
-def changed_tokens(scene: VideoScene, shown: list[int], grid_h: int, grid_w: int, unit: int) -> torch.Tensor:
+def changed_tokens(
+    scene: VideoScene, shown: list[int], grid_h: int, grid_w: int, unit: int, by: str = "centre"
+) -> torch.Tensor:
     """bool [T, grid_h * grid_w]: the merged tokens under the event's shape whose content differs from the
     same token one temporal token before (it came, went, moved or changed colour; the other shapes stay
-    still). The first temporal token has nothing before it: all False."""
+    still). The first temporal token has nothing before it: all False. `by`: "centre" counts a token
+    under the shape where the shape covers its centre pixel; "ink" counts every token whose share of
+    the shape's ink changed by more than INK_SHARE (or that holds ink of a recoloured shape), which
+    includes the edge tokens whose content changed while their centre did not."""
     boxes = token_boxes(scene.height, scene.width, grid_h, grid_w, unit)
     kind = scene.shapes[scene.event.shape].kind
     under, colours = [], []
     for frame in shown:
         visible, colour, bbox = scene.shape_state(scene.event.shape, frame)
-        owners = shape_labels({"shapes": [{"kind": kind, "colour": colour, "bbox": bbox}]}, boxes)[3]
-        under.append(torch.tensor(owners) > 0 if visible else torch.zeros(len(boxes), dtype=torch.bool))
+        if by == "ink":
+            under.append(ink_shares(kind, bbox, boxes, scene.width, scene.height) * visible)
+        else:
+            owners = shape_labels({"shapes": [{"kind": kind, "colour": colour, "bbox": bbox}]}, boxes)[3]
+            under.append(torch.tensor(owners) > 0 if visible else torch.zeros(len(boxes), dtype=torch.bool))
         colours.append(colour)
     changed = torch.zeros(len(shown), len(boxes), dtype=torch.bool)
     for k in range(1, len(shown)):
         recoloured = colours[k] != colours[k - 1]
-        changed[k] = (under[k] ^ under[k - 1]) | (under[k] & under[k - 1] & recoloured)
+        if by == "ink":
+            held = (under[k] > INK_SHARE) | (under[k - 1] > INK_SHARE)
+            changed[k] = ((under[k] - under[k - 1]).abs() > INK_SHARE) | (held & recoloured)
+        else:
+            changed[k] = (under[k] ^ under[k - 1]) | (under[k] & under[k - 1] & recoloured)
     return changed
+
+
+def ink_shares(kind: str, bbox, boxes, width: int, height: int) -> torch.Tensor:
+    """float [tokens]: the share of each token box's pixels that a shape of `kind` drawn in `bbox` covers."""
+    mask = Image.new("L", (width, height), 0)
+    draw_shape(ImageDraw.Draw(mask), kind, bbox, 1)
+    summed = np.pad(np.asarray(mask, dtype=np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image
+    shares = []
+    for x0, y0, x1, y1 in boxes:
+        a, b, c, d = round(x0), round(y0), max(round(x1), round(x0) + 1), max(round(y1), round(y0) + 1)
+        inside = summed[d, c] - summed[b, c] - summed[d, a] + summed[b, a]
+        shares.append(inside / ((c - a) * (d - b)))
+    return torch.tensor(shares, dtype=torch.float32)
 
 
 def event_tokens(scene: VideoScene, shown: list[int], changed: torch.Tensor) -> torch.Tensor | None:

@@ -56,8 +56,9 @@ class ClipLabels:
     lookup: tuple[int, torch.Tensor] | None  # (position predicting the answer's number, bool [L] targets)
 
 
-def clip_labels(sample: Sample, record: dict, processor) -> ClipLabels:
-    """The labels of a sample encoded from `record`, a line of training/synthetic.py's sets."""
+def clip_labels(sample: Sample, record: dict, processor, by: str = "centre") -> ClipLabels:
+    """The labels of a sample encoded from `record`, a line of training/synthetic.py's sets (`by`: which
+    tokens count as changed, clip_events.changed_tokens)."""
     video = sample.input_ids == processor.video_token_id
     scene = scene_from_record(record)
     shown = shown_frames(scene, processor) if scene is not None else []
@@ -66,7 +67,7 @@ def clip_labels(sample: Sample, record: dict, processor) -> ClipLabels:
         return ClipLabels(torch.zeros_like(video), none.bool(), none, None)
     _, height, width = sample.video_grid_thw[0].tolist()
     merge = processor.image_settings.merge_size
-    changed = changed_tokens(scene, shown, height // merge, width // merge, processor.image_settings.factor)
+    changed = changed_tokens(scene, shown, height // merge, width // merge, processor.image_settings.factor, by)
     lookup = None
     if record.get("question_type") in WHEN_TYPES:
         event = event_tokens(scene, shown, changed)
@@ -163,6 +164,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-weight", type=float, default=1.0)
     p.add_argument("--change-weight", type=float, default=1.0)
     p.add_argument("--lookup-weight", type=float, default=1.0)
+    p.add_argument(
+        "--change-labels",
+        choices=("centre", "ink"),
+        default="centre",
+        help="which video tokens the change probe and the event lookup count as changed: those whose centre pixel the "
+        "event's shape came to, left or recoloured, or every token whose share of its ink changed",
+    )
     p.add_argument("--time-layer", type=int, default=0)
     p.add_argument("--change-layer", type=int, default=1)
     p.add_argument("--lookup-layer", type=int, default=2)
@@ -179,19 +187,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def labelled(data: ConversationData, processor, ref) -> tuple[Sample, ClipLabels] | None:
+def labelled(data: ConversationData, processor, ref, by: str) -> tuple[Sample, ClipLabels] | None:
     """The sample of `ref` with its labels; None where it does not encode (counted as skipped)."""
     sample = data.encode(ref)
     if sample is None:
         return None
-    return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor)
+    return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor, by)
 
 
-def next_sample(data: ConversationData, processor, seed: int, position: int) -> tuple[Sample, ClipLabels]:
+def next_sample(data: ConversationData, processor, seed: int, position: int, by: str) -> tuple[Sample, ClipLabels]:
     """The first sample of the stream from `position` on that encodes."""
     while True:
         for ref in data.refs_at(seed, position, 64):
-            if (pair := labelled(data, processor, ref)) is not None:
+            if (pair := labelled(data, processor, ref, by)) is not None:
                 return pair
         position += 64
 
@@ -261,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(args.steps):
         step_started = time.time()
         refs = data.refs_at(args.seed, step * args.batch_size + rank * share, share)
-        pairs = [pair for ref in refs if (pair := labelled(data, processor, ref)) is not None]
+        pairs = [pair for ref in refs if (pair := labelled(data, processor, ref, args.change_labels)) is not None]
         if not pairs:  # every sample of the share was skipped: every process must still take the step
-            pairs = [next_sample(data, processor, args.seed, step * args.batch_size)]
+            pairs = [next_sample(data, processor, args.seed, step * args.batch_size, args.change_labels)]
         clips = clip_batch(pairs, model.position_ids, pad_id)
         loss, step_seen = losses(wrapped, clips)
         accelerator.backward(loss)
