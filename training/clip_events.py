@@ -67,11 +67,13 @@ def changed_tokens(
     under, colours = [], []
     for frame in shown:
         visible, colour, bbox = scene.shape_state(scene.event.shape, frame)
-        if by == "ink":
-            under.append(ink_shares(kind, bbox, boxes, scene.width, scene.height) * visible)
+        if not visible:
+            under.append(torch.zeros(len(boxes), dtype=torch.float32 if by == "ink" else torch.bool))
+        elif by == "ink":
+            under.append(ink_shares(kind, bbox, boxes, scene.width, scene.height))
         else:
             owners = shape_labels({"shapes": [{"kind": kind, "colour": colour, "bbox": bbox}]}, boxes)[3]
-            under.append(torch.tensor(owners) > 0 if visible else torch.zeros(len(boxes), dtype=torch.bool))
+            under.append(torch.tensor(owners) > 0)
         colours.append(colour)
     changed = torch.zeros(len(shown), len(boxes), dtype=torch.bool)
     for k in range(1, len(shown)):
@@ -89,12 +91,10 @@ def ink_shares(kind: str, bbox, boxes, width: int, height: int) -> torch.Tensor:
     mask = Image.new("L", (width, height), 0)
     draw_shape(ImageDraw.Draw(mask), kind, bbox, 1)
     summed = np.pad(np.asarray(mask, dtype=np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image
-    shares = []
-    for x0, y0, x1, y1 in boxes:
-        a, b, c, d = round(x0), round(y0), max(round(x1), round(x0) + 1), max(round(y1), round(y0) + 1)
-        inside = summed[d, c] - summed[b, c] - summed[d, a] + summed[b, a]
-        shares.append(inside / ((c - a) * (d - b)))
-    return torch.tensor(shares, dtype=torch.float32)
+    x0, y0, x1, y1 = np.round(np.asarray(boxes, dtype=np.float64)).astype(np.int64).T  # half to even, as round()
+    x1, y1 = np.maximum(x1, x0 + 1), np.maximum(y1, y0 + 1)  # every box at least one pixel
+    inside = summed[y1, x1] - summed[y0, x1] - summed[y1, x0] + summed[y0, x0]
+    return torch.from_numpy(inside / ((x1 - x0) * (y1 - y0))).float()
 
 
 def event_tokens(scene: VideoScene, shown: list[int], changed: torch.Tensor) -> torch.Tensor | None:
