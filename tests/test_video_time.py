@@ -127,6 +127,13 @@ def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "no model there" in err
 
 
+def test_an_unknown_change_labels_choice_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        video_time(["--model", "m", "--out", "o", "--data", "x.jsonl", "--change-labels", "edges"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "--change-labels" in err and "'edges'" in err
+
+
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 def test_two_processes_split_each_step_and_process_0_alone_logs_and_writes(world, tmp_path):
     model_dir, _, data_dir = world

@@ -43,6 +43,7 @@ from training.config import DataSource
 from training.data import ConversationData, Sample
 from training.lookup import LookupLoss, number_position
 from training.packing import Batch, padded_batch
+from training.synthetic import OneLineParser
 from training.time_code import TimeCode, token_seconds
 
 
@@ -147,7 +148,7 @@ class StepLosses:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.video_time", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m training.video_time", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the VL model directory to start from (e.g. stage 2's final)")
     p.add_argument("--out", required=True, help="where to write the model directory (replaced atomically)")
     p.add_argument(
