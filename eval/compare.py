@@ -10,12 +10,12 @@ left out. Prints one line; bad input is one `error:` line and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
 from eval.predictions import PREDICTIONS, read_records
+from qwen_vl.errors import OneLineParser
 
 
 def right_by_id(run: Path, metric: str | None) -> tuple[str, dict[str, bool]]:
@@ -66,7 +66,7 @@ def compare(first: Path, second: Path, metric: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path, help="the earlier run: an eval output folder or its predictions.jsonl")
     parser.add_argument("second", type=Path, help="the run compared with it")
     parser.add_argument("--metric", default=None, help="a per-sample 0/1 metric (default: the run's first)")

@@ -24,17 +24,15 @@ from eval.datasets import Sample
 from eval.report import sample_values, score_run, write_report
 from eval.scoring import METRICS
 from eval.tasks import TASKS, Task, conversation, load_samples
-from qwen_vl.errors import QwenVLError
+from qwen_vl.errors import OneLineParser, QwenVLError
 
 
 class UsageError(QwenVLError):
     """Arguments that do not fit together or do not fit the output folder."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="qwen-vl eval", description="Run a benchmark on a local copy of its data and score it."
-    )
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="qwen-vl eval", description="Run a benchmark on a local copy of its data and score it.")
     parser.add_argument("--task", required=True, choices=sorted(TASKS), help="benchmark to run")
     parser.add_argument(
         "--data", required=True, type=Path, help="the local copy: a folder or file in the task's layout"

@@ -1,6 +1,8 @@
 """Errors a user can cause. Each carries one line that names the input and the reason;
 the CLI and the app print that line (no traceback) and the CLI exits with code 2."""
 
+import argparse
+
 
 class QwenVLError(Exception):
     """Base of every error caused by user input rather than by a bug."""
@@ -16,3 +18,11 @@ class CheckpointError(QwenVLError):
 
 class PromptTooLongError(QwenVLError):
     """A prompt (with its vision tokens) longer than the model's context."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose bad arguments are one `error:` line on stderr and exit code 2,
+    not argparse's usage block (every command's --help still prints the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")

@@ -9,12 +9,12 @@ a half-copied model. Refuses a checkpoint that does not load or is larger than t
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from qwen_vl.errors import OneLineParser
 from qwen_vl.loading import BUNDLED_MODEL_DIR
 
 MAX_MB = 40
@@ -46,7 +46,7 @@ def install(source: Path, target: Path = BUNDLED_MODEL_DIR, max_mb: float = MAX_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.install_bundled", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m training.install_bundled", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a trained model directory (e.g. runs/bundled/stage3/final)")
     args = parser.parse_args(argv)
     from qwen_vl.errors import QwenVLError

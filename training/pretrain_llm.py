@@ -20,7 +20,6 @@ LLM that cannot tell them apart cannot name what its vision block shows.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -28,6 +27,7 @@ import time
 import torch
 
 from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
+from qwen_vl.errors import OneLineParser
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import build_tokenizer
 
@@ -38,7 +38,7 @@ from .synthetic_world import vqa_type
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m training.pretrain_llm", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m training.pretrain_llm", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="LLM directory to write")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=256)

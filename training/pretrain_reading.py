@@ -70,6 +70,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from qwen_vl.errors import OneLineParser
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.chat import expand_placeholders
@@ -82,7 +83,7 @@ from training.lookup import LOOKUP_TYPES, EventSample, LookupLoss, batch_targets
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
-from training.synthetic import TRAIN_FPS, OneLineParser
+from training.synthetic import TRAIN_FPS
 from training.synthetic_world import (
     CAPTION_PROMPT,
     COLOURS,

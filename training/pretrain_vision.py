@@ -29,7 +29,6 @@ apart.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import string
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from qwen_vl.config import vision_config_from
+from qwen_vl.errors import OneLineParser
 from qwen_vl.modeling.vision import VisionEncoder
 from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches, load_image
 from training.config import load_config
@@ -465,7 +465,7 @@ def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m training.pretrain_vision", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m training.pretrain_vision", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="the stage-1 config: init.llm, init.vision, init.vision_weights")
     p.add_argument(
         "--llm",

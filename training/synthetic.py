@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen_vl.errors import OneLineParser
 from qwen_vl.fileio import atomic_path
 from training.synthetic_render import render_image_scene, render_text_scene, save_png, text_bbox, write_video
 from training.synthetic_words import WORDS
@@ -295,13 +296,6 @@ def write_dataset(
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments: one line on stderr, exit code 2 (no usage block)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}\n")
 
 
 def _int_at_least(low: int):

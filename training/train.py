@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script (accelerate launch training/tra
 
 import torch
 
-from qwen_vl.errors import QwenVLError
+from qwen_vl.errors import OneLineParser, QwenVLError
 from training import checkpoint as ckpt
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import IGNORE, SKIP_REASONS, ConversationData, Sample
@@ -333,7 +333,7 @@ def print_summary(summary: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qwen-vl train", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="qwen-vl train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML training config (see training/configs/)")
     parser.add_argument(
         "--set",

@@ -38,12 +38,12 @@ if __package__ in (None, ""):  # run as a script
 
 import torch
 
+from qwen_vl.errors import OneLineParser
 from training.clip_events import WHEN_TYPES, ChangeProbe, changed_tokens, event_tokens, scene_from_record, shown_frames
 from training.config import DataSource
 from training.data import ConversationData, Sample
 from training.lookup import LookupLoss, number_position
 from training.packing import Batch, padded_batch
-from training.synthetic import OneLineParser
 from training.time_code import TimeCode, token_seconds
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
+
+from qwen_vl.errors import OneLineParser
 
 DEFAULT_PORT = 7860
 
@@ -25,12 +26,6 @@ class AppOptions:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2)
 
 
 def _bool(text: str) -> bool:
