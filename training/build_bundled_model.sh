@@ -23,7 +23,7 @@ vision_data() {  # what the vision step reads, and stage 1
     synthetic --out data/bundled/train2 --task ocr --n 6000 --seed 13 --max-size 448
     synthetic --out data/bundled/heldout --task all --n 200 --seed 1001
 }
-stage_data() {  # the rest: drawn on the core the vision step frees while stage 0b still runs
+stage_data() {  # the rest: drawn on the core stage 0b frees while the vision step still runs
     local workers=1
     for task in caption vqa; do
         synthetic --out data/bundled/train2 --task "$task" --n 6000 --seed 13 --max-size 448
@@ -45,18 +45,20 @@ say "data"
 vision_data
 say "stage 0, LLM"
 python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
-say "stage 0b, reading, beside stage 0, vision, then the stages' data"
+say "stage 0b, reading, then the stages' data, beside stage 0, vision"
 export OMP_NUM_THREADS=1
-tagged 0b python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1500 --turns 4 \
-    --lookup-weight 1 --kind-copy-layer 1 --compare-weight 1 --min-answers 0.8 &
+{  # 1,200 steps: every question type had formed by step 900 of stop 50's 1,500 (docs/bundled_model.md)
+    tagged 0b python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1200 \
+        --turns 4 --lookup-weight 1 --kind-copy-layer 1 --compare-weight 1 --min-answers 0.8
+    say "stage data"
+    tagged data stage_data
+} &
 reading=$!
 tagged vision python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --llm runs/bundled/llm \
     --steps 1800 --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
     --data data/bundled/train_full/caption.jsonl data/bundled/train/{vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
-say "stage data"
-tagged data stage_data
-wait "$reading"
+wait "$reading"  # a failed stage 0b (or data step) fails the build here
 
 # 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 3: the LLM
 #    learns when a clip's event happens (training/video_time.py: a probe of each video token's second, one
