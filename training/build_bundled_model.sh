@@ -63,9 +63,9 @@ wait "$reading"  # a failed stage 0b (or data step) fails the build here
 # 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 3: the LLM
 #    learns when a clip's event happens (training/video_time.py: a probe of each video token's second, one
 #    of the tokens whose share of the event shape's ink changed, a head told the event's changed tokens;
-#    pictures mixed in) in three passes, each a warm restart with another draw order (two passes reached the
-#    video target in one of the last three builds; docs/bundled_model.md, stop 49); stages 4-5: the tower
-#    fitted to the final LLM, stage 5 a warm restart of stage 4 at half its learning rates
+#    pictures mixed in) in three passes, each a warm restart with another draw order (stop 50: this script's
+#    own model still missed the video target; docs/bundled_model.md has the pass after stage 5 that reached
+#    it); stages 4-5: the tower fitted to the final LLM, stage 5 a warm restart of stage 4 at half its rates
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \

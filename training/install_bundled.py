@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qwen_vl.errors import OneLineParser
+from qwen_vl.errors import OneLineParser, QwenVLError
 from qwen_vl.loading import BUNDLED_MODEL_DIR
 
 MAX_MB = 40
@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m training.install_bundled", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a trained model directory (e.g. runs/bundled/stage3/final)")
     args = parser.parse_args(argv)
-    from qwen_vl.errors import QwenVLError
 
     try:
         return install(args.checkpoint)

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from qwen_vl.errors import OneLineParser
+from qwen_vl.errors import OneLineParser, QwenVLError
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor
 from qwen_vl.processing.chat import expand_placeholders
@@ -484,7 +484,6 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from qwen_vl.errors import QwenVLError
 
     args = parse_args(argv)
     if not Path(args.llm, "config.json").is_file():

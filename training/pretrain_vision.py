@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from qwen_vl.config import vision_config_from
-from qwen_vl.errors import OneLineParser
+from qwen_vl.errors import OneLineParser, QwenVLError
 from qwen_vl.modeling.vision import VisionEncoder
 from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches, load_image
 from training.config import load_config
@@ -527,7 +527,6 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
-    from qwen_vl.errors import QwenVLError
     from qwen_vl.fileio import atomic_path
 
     args = parse_args(argv)

@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a script
 
 import torch
 
-from qwen_vl.errors import OneLineParser
+from qwen_vl.errors import OneLineParser, QwenVLError
 from training.clip_events import WHEN_TYPES, ChangeProbe, changed_tokens, event_tokens, scene_from_record, shown_frames
 from training.config import DataSource
 from training.data import ConversationData, Sample
@@ -220,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from qwen_vl.errors import QwenVLError
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration
     from qwen_vl.processing import QwenVLProcessor
     from training import checkpoint as ckpt
