@@ -4,6 +4,7 @@ counted, and configs that fail with one clear line."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,10 +186,11 @@ def test_shipped_configs_parse():
 
 
 def bundled_build() -> tuple[str, list, list]:
-    """The bundled model's build script and the trainer configs its loops run before stage 3 and after it."""
+    """The bundled model's build script and the trainer configs it runs before stage 3's passes and after them."""
     build = (REPO / "training/build_bundled_model.sh").read_text()
-    loops = [part.split(";")[0].split() for part in build.split("for n in ")[1:]]
-    before, after = ([load_config(REPO / f"training/configs/bundled/stage{n}.yaml") for n in loop] for loop in loops)
+    head, tail = build.split("for pass in ")
+    numbers = head.split("for n in ")[1].split(";")[0].split(), re.findall(r"^stage (\d+)$", tail, re.MULTILINE)
+    before, after = ([load_config(REPO / f"training/configs/bundled/stage{n}.yaml") for n in part] for part in numbers)
     return build, before, after
 
 
@@ -213,8 +215,8 @@ def test_bundled_model_configs_chain_from_stage_to_stage():
     for loop in (before, after):
         for earlier, later in zip(loop[:-1], loop[1:], strict=True):
             assert later.init["model"] == f"{earlier.output_dir}/final"
-    # stage 3's passes: the first reads the first loop's last stage, each writes what the next reads, the
-    # second loop starts from the last pass
+    # stage 3's passes: the first reads the last stage before them, each writes what the next reads, the
+    # stages after them start from the last pass
     passes = build.split("for pass in ")[1].split(";")[0].split()
     video_time = build_command(build, "training/video_time.py")
     assert build.split("\nfrom=")[1].split()[0] == f"{before[-1].output_dir}/final"

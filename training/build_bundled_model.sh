@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1-5
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1, 2, 4, 3, 5
 # -> qwen_vl/assets/model -> held-out scores. See docs/bundled_model.md for the measured times of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,12 +60,13 @@ tagged vision python -m training.pretrain_vision --config training/configs/bundl
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 wait "$reading"  # a failed stage 0b (or data step) fails the build here
 
-# 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 3: the LLM
-#    learns when a clip's event happens (training/video_time.py: a probe of each video token's second, one
-#    of the tokens whose share of the event shape's ink changed, a head told the event's changed tokens;
-#    pictures mixed in) in three passes, each a warm restart with another draw order (stop 50: this script's
-#    own model still missed the video target; docs/bundled_model.md has the pass after stage 5 that reached
-#    it); stages 4-5: the tower fitted to the final LLM, stage 5 a warm restart of stage 4 at half its rates
+# 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 4: the tower
+#    fitted to stage 2's LLM (LLM frozen); stage 3: the LLM learns when a clip's event happens
+#    (training/video_time.py: a probe of each video token's second, one of the tokens whose share of the
+#    event shape's ink changed, a head told the event's changed tokens; pictures mixed in) in two passes,
+#    each a warm restart with another draw order, on the refitted tower's tokens (stops 49 and 50: the
+#    event lookup formed in the pass after the refit, not in three passes before it); stage 5: the tower
+#    fitted to the final LLM
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
@@ -78,22 +79,20 @@ stage() {  # N: the trainer on training/configs/bundled/stageN.yaml, each proces
     two_processes "stage$1" training/train.py --config "training/configs/bundled/stage$1.yaml" \
         --set progress=false --set batch_size=4
 }
-for n in 1 2; do
+for n in 1 2 4; do
     say "stage $n"
     stage "$n"
 done
-from=runs/bundled/stage2/final
-for pass in 0 1 2; do
+from=runs/bundled/stage4/final
+for pass in 0 1; do
     say "stage 3, pass $pass"
     two_processes "stage3_$pass" training/video_time.py --model "$from" --out "runs/bundled/stage3_$pass" --seed "$pass" \
         --steps 1400 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25 \
         --change-labels ink --no-progress
     from=runs/bundled/stage3_$pass
 done
-for n in 4 5; do
-    say "stage $n"
-    stage "$n"
-done
+say "stage 5"
+stage 5
 unset OMP_NUM_THREADS
 
 # 4. install it in the package and score it on the held-out sets
