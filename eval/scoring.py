@@ -3,7 +3,7 @@
 A scorer turns (prediction, sample) into one per-sample value; an aggregate turns the values of a
 set into the reported number. Accuracy-type metrics are reported in percent; OCRBench as the
 count of correct answers (the published total is out of 1000); CER/WER in percent, corpus level
-(all edits / all reference units).
+(all edits / all reference units), and OCR word accuracy as 100 - WER.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def _corpus_rate_percent(values: list[list[int] | None]) -> float:
     edits = sum(v[0] for v in values)
     length = sum(v[1] for v in values)
     return 100.0 * metrics.error_rate(edits, length)
+
+
+def _word_accuracy_percent(values: list[list[int] | None]) -> float:
+    """OCR word accuracy: 100 - corpus WER, floored at 0 (insertions can push WER past 100)."""
+    return max(0.0, 100.0 - _corpus_rate_percent(values))
 
 
 def _count(values: list[float | None]) -> float:
@@ -78,6 +83,7 @@ METRICS: dict[str, Metric] = {
         Metric("exact_match", lambda p, s: metrics.exact_match(p, s.answers), _mean_percent),
         Metric("cer", lambda p, s: list(metrics.edit_errors(p, s.answers, "char")), _corpus_rate_percent, False),
         Metric("wer", lambda p, s: list(metrics.edit_errors(p, s.answers, "word")), _corpus_rate_percent, False),
+        Metric("word_accuracy", lambda p, s: list(metrics.edit_errors(p, s.answers, "word")), _word_accuracy_percent),
         # the issue's temporal grounding: only the questions answered with a second ("When does ...?")
         Metric(
             "event_second_accuracy",
@@ -93,6 +99,6 @@ METRICS: dict[str, Metric] = {
 def failed_value(metric: Metric, sample: Sample) -> float | list[int]:
     """What a failed sample (no prediction) counts as: wrong for accuracies, an empty prediction
     (every reference unit deleted) for error rates."""
-    if metric.name in ("cer", "wer"):
+    if metric.name in ("cer", "wer", "word_accuracy"):
         return metric.score("", sample)
     return 0.0

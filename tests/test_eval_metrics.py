@@ -196,6 +196,10 @@ def test_edit_distance_error_rates():
     assert wer.aggregate([[1, 4], [0, 6]]) == pytest.approx(10.0)
     sample = Sample(id="1", question="", answers=["one two three"])
     assert failed_value(wer, sample) == [3, 3]  # a failed sample: every reference word deleted
+    words = METRICS["word_accuracy"]  # the OCR target: 100 - corpus WER, never below 0
+    assert words.score("one two four", sample) == [1, 3]
+    assert words.aggregate([[1, 4], [0, 6]]) == pytest.approx(90.0)
+    assert words.aggregate([[9, 3]]) == 0.0 and failed_value(words, sample) == [3, 3]
 
 
 def test_event_second():
