@@ -38,7 +38,14 @@ TASKS: dict[str, Task] = {
         Task("jsonl", ds.load_jsonl, ("exact_match",), "", 64, parquet=False),
         Task("synthetic-caption", partial(ds.load_synthetic, kind="caption"), ("exact_match", "wer"), "", 64, False),
         Task("synthetic-vqa", partial(ds.load_synthetic, kind="vqa"), ("exact_match",), "", 16, False),
-        Task("synthetic-ocr", partial(ds.load_synthetic, kind="ocr"), ("exact_match", "word_accuracy", "cer"), "", 32, False),
+        Task(
+            "synthetic-ocr",
+            partial(ds.load_synthetic, kind="ocr"),
+            ("exact_match", "word_accuracy", "cer"),
+            "",
+            32,
+            False,
+        ),
         Task(
             "synthetic-video",
             partial(ds.load_synthetic, kind="video"),
