@@ -40,6 +40,14 @@ def _corpus_rate_percent(values: list[list[int] | None]) -> float:
     return 100.0 * metrics.error_rate(edits, length)
 
 
+def _char_edits(prediction: str, sample: Sample) -> list[int]:
+    return list(metrics.edit_errors(prediction, sample.answers, "char"))
+
+
+def _word_edits(prediction: str, sample: Sample) -> list[int]:
+    return list(metrics.edit_errors(prediction, sample.answers, "word"))
+
+
 def _word_accuracy_percent(values: list[list[int] | None]) -> float:
     """OCR word accuracy: 100 - corpus WER, floored at 0 (insertions can push WER past 100)."""
     return max(0.0, 100.0 - _corpus_rate_percent(values))
@@ -81,9 +89,9 @@ METRICS: dict[str, Metric] = {
             _mean_percent,
         ),
         Metric("exact_match", lambda p, s: metrics.exact_match(p, s.answers), _mean_percent),
-        Metric("cer", lambda p, s: list(metrics.edit_errors(p, s.answers, "char")), _corpus_rate_percent, False),
-        Metric("wer", lambda p, s: list(metrics.edit_errors(p, s.answers, "word")), _corpus_rate_percent, False),
-        Metric("word_accuracy", lambda p, s: list(metrics.edit_errors(p, s.answers, "word")), _word_accuracy_percent),
+        Metric("cer", _char_edits, _corpus_rate_percent, False),
+        Metric("wer", _word_edits, _corpus_rate_percent, False),
+        Metric("word_accuracy", _word_edits, _word_accuracy_percent),
         # the issue's temporal grounding: only the questions answered with a second ("When does ...?")
         Metric(
             "event_second_accuracy",
@@ -99,6 +107,6 @@ METRICS: dict[str, Metric] = {
 def failed_value(metric: Metric, sample: Sample) -> float | list[int]:
     """What a failed sample (no prediction) counts as: wrong for accuracies, an empty prediction
     (every reference unit deleted) for error rates."""
-    if metric.name in ("cer", "wer", "word_accuracy"):
+    if metric.score in (_char_edits, _word_edits):
         return metric.score("", sample)
     return 0.0

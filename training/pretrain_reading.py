@@ -484,7 +484,6 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = parse_args(argv)
     if not Path(args.llm, "config.json").is_file():
         print(f"error: --llm {args.llm}: no LLM there (config.json not found)", file=sys.stderr)
