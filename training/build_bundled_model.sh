@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1, 2, 4, 3, 5
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1, 2, 4, 3 (three passes), 5
 # -> qwen_vl/assets/model -> held-out scores. See docs/bundled_model.md for the measured times of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +63,7 @@ wait "$reading"  # a failed stage 0b (or data step) fails the build here
 # 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 4: the tower
 #    fitted to stage 2's LLM (LLM frozen); stage 3: the LLM learns when a clip's event happens
 #    (training/video_time.py: a probe of each video token's second, one of the tokens whose share of the
-#    event shape's ink changed, a head told the event's changed tokens; pictures mixed in) in two passes,
+#    event shape's ink changed, a head told the event's changed tokens; pictures mixed in) in three passes,
 #    each a warm restart with another draw order, on the refitted tower's tokens (stops 49 and 50: the
 #    event lookup formed in the pass after the refit, not in three passes before it); stage 5: the tower
 #    fitted to the final LLM
@@ -84,7 +84,7 @@ for n in 1 2 4; do
     stage "$n"
 done
 from=runs/bundled/stage4/final
-for pass in 0 1; do
+for pass in 0 1 2; do
     say "stage 3, pass $pass"
     two_processes "stage3_$pass" training/video_time.py --model "$from" --out "runs/bundled/stage3_$pass" --seed "$pass" \
         --steps 1400 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25 \
