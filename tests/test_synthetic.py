@@ -217,8 +217,9 @@ def test_stage0_frozen_embeddings_stay_as_drawn_while_the_rest_learns(tmp_path):
         return load_file(out / "model.safetensors")
 
     embed, mlp = "model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"
-    short, long = weights(1), weights(4)  # frozen by default
+    untrained, short, long = weights(0), weights(1), weights(4)  # frozen by default
     assert torch.equal(short[embed], long[embed]) and not torch.equal(short[mlp], long[mlp])
+    assert torch.equal(untrained[embed], long[embed])  # what the vision step reads is there before training
     assert 0.09 < float(long[embed].std()) < 0.11  # the default draw, not the 0.02 init
     learned_short, learned_long = weights(1, "--frozen-embeddings", "0"), weights(4, "--frozen-embeddings", "0")
     assert not torch.equal(learned_short[embed], learned_long[embed])

@@ -201,12 +201,25 @@ def build_command(build: str, program: str) -> str:
 
 def test_bundled_model_configs_chain_from_stage_to_stage():
     build, before, after = bundled_build()
-    reading, stage0, vision = (
-        build_command(build, f"training.{step}").split()
-        for step in ("pretrain_reading", "pretrain_llm", "pretrain_vision")
+    reading, vision = (
+        build_command(build, f"training.{step}").split() for step in ("pretrain_reading", "pretrain_vision")
     )
+    # stage 0 twice: untrained (its fixed embeddings and tokenizer, for the vision step), then trained
+    untrained, stage0 = (
+        call.split("\n")[0].split() for call in build.replace("\\\n", " ").split("training.pretrain_llm ")[1:]
+    )
+    assert untrained[untrained.index("--steps") + 1] == "0" and int(stage0[stage0.index("--steps") + 1]) > 0
+
+    def options(call: list[str]) -> dict[str, str]:  # what shapes the model and the processor
+        return {
+            w: v
+            for w, v in zip(call, call[1:], strict=False)
+            if w.startswith("--") and w not in ("--out", "--steps", "--lines", "--chats")
+        }
+
+    assert options(untrained) == options(stage0) != {}  # so the same embeddings and image settings
     assert reading[reading.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # stage 0b reads stage 0
-    assert vision[vision.index("--llm") + 1] == stage0[stage0.index("--out") + 1]  # and so does the vision step
+    assert vision[vision.index("--llm") + 1] == untrained[untrained.index("--out") + 1]  # the vision step, its words
     assert before[0].init["llm"] == reading[reading.index("--out") + 1]  # stage 1 starts from the stage-0b LLM
     from training.pretrain_reading import parse_args
 

@@ -11,7 +11,7 @@ from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import QwenVLProcessor
 from training.config import DataSource
 from training.data import ConversationData
-from training.loss import token_loss_sum
+from training.loss import answer_loss, predicting_positions, token_loss_sum
 from training.packing import pack_rows, packed_batch, padded_batch, sample_positions
 
 
@@ -64,6 +64,29 @@ def test_token_loss_matches_model_loss_per_sample(setup):
         with torch.no_grad():
             out = model(**batch.model_inputs(), labels=batch.labels)
         assert float(loss_sum(model, batch)) / sample.label_tokens == pytest.approx(float(out.loss), abs=1e-5)
+
+
+def test_answer_loss_runs_the_head_only_where_a_label_follows(setup):
+    model, pad_id, samples = setup
+    for batch in (
+        packed_batch(samples, 256, model.position_ids, pad_id),
+        padded_batch(samples, model.position_ids, pad_id),
+    ):
+        keep, targets = predicting_positions(batch.labels)
+        assert len(targets) == batch.label_tokens and keep[:, -1].logical_not().all()
+        assert torch.equal(targets, batch.labels[:, 1:][keep[:, :-1]])  # position t predicts label t + 1
+        with torch.no_grad():
+            flat = model(**batch.model_inputs(), logits_to_keep=keep).logits
+            full = model(**batch.model_inputs()).logits
+            assert flat.shape == (batch.label_tokens, full.shape[-1])
+            assert torch.allclose(flat, full[keep], atol=1e-5)
+            assert float(answer_loss(model, batch.model_inputs(), batch.labels)) == pytest.approx(
+                float(loss_sum(model, batch)), rel=1e-5
+            )
+            mean = answer_loss(model, batch.model_inputs(), batch.labels, "mean")
+            assert float(mean) == pytest.approx(float(loss_sum(model, batch)) / batch.label_tokens, rel=1e-5)
+    with pytest.raises(ValueError, match="flat logits"):
+        model(**batch.model_inputs(), labels=batch.labels, logits_to_keep=keep)
 
 
 def test_positions_restart_and_segments_separate_samples(setup):

@@ -36,29 +36,31 @@ stage_data() {  # the rest: drawn on the core stage 0b frees while the vision st
 #    stage 0b: it learns to read scenes laid out as grids of its own word embeddings (four questions
 #    per grid, one head told where the asked shape lies, a probe at the answer told the asked colour and
 #    the found shape's colour and third; the build stops there when its held-out answers did not form);
-#    beside it, the vision tower learns to put those words on its tokens, as the grid holds them (and
-#    the scenes' other labels); stage 0b keeps stage 0's embeddings, so the tower reads them from stage 0
+#    beside them, the vision tower learns to put those words on its tokens, as the grid holds them (and
+#    the scenes' other labels). The embeddings are drawn at random and stay fixed through stages 0 and 0b,
+#    so the vision step reads them (and the tokenizer) from the untrained LLM and starts with stage 0
 # runs/bundled is the script's own: an earlier build's stages there would make the trainer refuse to start
 # over them (it keeps a run's checkpoints unless told --resume), so each build starts from an empty one
 rm -rf runs/bundled
 say "data"
 vision_data
-say "stage 0, LLM"
-python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
-say "stage 0b, reading, then the stages' data, beside stage 0, vision"
+say "stage 0: the LLM, its reading and the stages' data, beside the vision step"
+python -m training.pretrain_llm --out runs/bundled/llm_words --steps 0 --min-pixels 50176
 export OMP_NUM_THREADS=1
 {  # 1,200 steps: every question type had formed by step 900 of stop 50's 1,500 (docs/bundled_model.md)
+    tagged llm python -m training.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
+    say "stage 0b"
     tagged 0b python -m training.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1200 \
         --turns 4 --lookup-weight 1 --kind-copy-layer 1 --compare-weight 1 --min-answers 0.8
     say "stage data"
     tagged data stage_data
 } &
 reading=$!
-tagged vision python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --llm runs/bundled/llm \
+tagged vision python -m training.pretrain_vision --config training/configs/bundled/stage1.yaml --llm runs/bundled/llm_words \
     --steps 1800 --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
     --data data/bundled/train_full/caption.jsonl data/bundled/train/{vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
-wait "$reading"  # a failed stage 0b (or data step) fails the build here
+wait "$reading"  # a failed stage 0, 0b or data step fails the build here
 
 # 3. stages 1-2 (stage 1 builds the VL model with from_llm and the pre-trained tower); stage 4: the tower
 #    fitted to stage 2's LLM (LLM frozen); stage 3: the LLM learns when a clip's event happens
@@ -87,7 +89,7 @@ from=runs/bundled/stage4/final
 for pass in 0 1 2; do
     say "stage 3, pass $pass"
     two_processes "stage3_$pass" training/video_time.py --model "$from" --out "runs/bundled/stage3_$pass" --seed "$pass" \
-        --steps 1400 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25 \
+        --steps 1000 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25 \
         --change-labels ink --no-progress
     from=runs/bundled/stage3_$pass
 done
@@ -99,8 +101,14 @@ unset OMP_NUM_THREADS
 say "install"
 python -m training.install_bundled runs/bundled/stage5/final
 say "scores"
+score() {  # SET NAME: one held-out set, one thread (the five run side by side on the two cores)
+    OMP_NUM_THREADS=1 python -m eval --task "synthetic-${2%%_*}" --data "data/bundled/$1/${2%%_*}.jsonl" \
+        --output "runs/bundled/eval/$2" --no-progress
+}
+scoring=()
 for task in caption vqa ocr video; do
-    python -m eval --task "synthetic-$task" --data "data/bundled/heldout/$task.jsonl" --output "runs/bundled/eval/$task" --no-progress
+    score heldout "$task" & scoring+=($!)
 done
-python -m eval --task synthetic-video --data data/bundled/heldout_fps/video.jsonl --output runs/bundled/eval/video_unseen_fps --no-progress
+score heldout_fps video_unseen_fps & scoring+=($!)
+for job in "${scoring[@]}"; do wait "$job"; done  # a failed score fails the build
 say "done"

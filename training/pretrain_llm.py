@@ -55,7 +55,13 @@ def parse_args(argv):
     p.add_argument("--copy-lines", type=int, default=0, help="lines that say a run of words twice (a copying drill)")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=500,
+        help="0 writes the untrained model: with frozen embeddings its tokenizer and embeddings are those a "
+        "trained run writes, all the vision step reads, so the vision step can start beside the training",
+    )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -74,6 +80,8 @@ def parse_args(argv):
     p.add_argument("--max-pixels", type=int, default=100352, help="image pixel budget of the VL model's processor")
     p.add_argument("--video-max-pixels", type=int, default=12544, help="pixel budget per video frame")
     args = p.parse_args(argv)
+    if args.steps < 0:
+        p.error(f"--steps is >= 0, got {args.steps}")
     if args.frozen_embeddings < 0:
         p.error(f"--frozen-embeddings: a std is >= 0, got {args.frozen_embeddings}")
     if not 3136 <= args.min_pixels <= args.max_pixels:
@@ -203,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import Progress
 
     tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
+    if args.steps == 0:
+        model = build(args, tokenizer)
+        if args.frozen_embeddings:
+            freeze_embeddings(model, args.frozen_embeddings)
+        model.eval().save_llm(args.out)
+        save_processor(args, tokenizer)
+        print(f"wrote {args.out}: the untrained model (0 steps)")
+        return 0
     chats = render_chats(tokenizer, world_items(args.seed + 1, args.chats), args.seed)
     lines = world_text(args.seed, args.lines) + scene_qa_lines(args.seed + 3, args.qa_lines)
     lines += copy_lines(args.seed + 4, args.copy_lines)

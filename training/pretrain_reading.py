@@ -80,6 +80,7 @@ from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sa
 from training.compare_probe import PROBED, CompareProbe, batch_compare_targets
 from training.data import IGNORE, Sample, assistant_labels
 from training.lookup import LOOKUP_TYPES, EventSample, LookupLoss, batch_targets
+from training.loss import answer_loss
 from training.packing import padded_batch
 from training.pretrain_vision import SHAPE_WORDS, shape_labels, shape_word_ids, token_boxes
 from training.schedule import cosine_schedule
@@ -587,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         step_loss = 0.0
         for (group, batch), heads, video, probe_targets in zip(groups, looked_up, videos, probed, strict=True):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                loss = model(**batch.model_inputs(), labels=batch.labels).loss * (batch.label_tokens / label_tokens)
+                loss = answer_loss(model, batch.model_inputs(), batch.labels) / label_tokens
                 for i, ((_, lookup, _), (rows, targets)) in enumerate(zip(lookups, heads, strict=True)):
                     if rows:
                         looked, mass = lookup.loss(rows, targets)

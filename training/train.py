@@ -27,7 +27,7 @@ from qwen_vl.errors import OneLineParser, QwenVLError
 from training import checkpoint as ckpt
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import IGNORE, SKIP_REASONS, ConversationData, Sample
-from training.loss import token_loss_sum
+from training.loss import answer_loss
 from training.metrics import MetricsLog, Progress
 from training.packing import Batch, packed_batch, padded_batch
 from training.params import apply_lora, param_groups, set_trainable
@@ -192,8 +192,7 @@ class Trainer:
             batch = batch.to(acc.device)
             sync = index == len(batches) - 1
             with nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
-                logits = self.model(**batch.model_inputs()).logits
-                step_sum = token_loss_sum(logits, batch.labels)
+                step_sum = answer_loss(self.model, batch.model_inputs(), batch.labels)
             acc.backward(step_sum * scale)
             loss_sum += step_sum.detach().double()
         grad_norm = None

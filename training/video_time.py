@@ -43,6 +43,7 @@ from training.clip_events import WHEN_TYPES, ChangeProbe, changed_tokens, event_
 from training.config import DataSource
 from training.data import ConversationData, Sample
 from training.lookup import LookupLoss, number_position
+from training.loss import answer_loss
 from training.packing import Batch, padded_batch
 from training.time_code import TimeCode, token_seconds
 
@@ -135,7 +136,7 @@ class StepLosses:
 
     def __call__(self, model, clips: ClipBatch) -> tuple[torch.Tensor, dict[str, float]]:
         args, batch = self.args, clips.batch
-        loss = model(**batch.model_inputs(), labels=batch.labels).loss
+        loss = answer_loss(model, batch.model_inputs(), batch.labels, "mean")
         seen = {"answers": loss.item()}
         if clips.probed.any():
             coded, seen["time code"] = self.timecode.loss(clips.probed, clips.seconds)

@@ -27,7 +27,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # [B, L or logits_to_keep, V]
+    logits: torch.Tensor  # [B, L or logits_to_keep, V]; [K, V] for a logits_to_keep mask
     loss: torch.Tensor | None = None
     rope_deltas: torch.Tensor | None = None  # [B, 1]
     cache: KVCache | None = None
@@ -113,7 +113,7 @@ class QwenVLForConditionalGeneration(nn.Module):
         video_grid_thw: torch.Tensor | None = None,  # [V, 3]
         second_per_grid_ts=None,  # [V]
         labels: torch.Tensor | None = None,  # [B, L], -100 = ignored
-        logits_to_keep: int | torch.Tensor = 0,
+        logits_to_keep: int | torch.Tensor = 0,  # last N positions, [K] positions, or a bool [B, L] mask
         position_ids: torch.Tensor | None = None,  # [3, B, L] or [B, L]
         cache: KVCache | None = None,
         segment_ids: torch.Tensor | None = None,  # [B, L] packed sample ids
@@ -139,6 +139,10 @@ class QwenVLForConditionalGeneration(nn.Module):
         hidden = self.model(embeds, position_ids.to(embeds.device), attention_mask, cache, backend, segment_ids)
         if isinstance(logits_to_keep, int):
             hidden = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
+        elif logits_to_keep.dtype == torch.bool:  # training: only the positions a loss reads, [K, V]
+            if labels is not None:
+                raise ValueError("a logits_to_keep mask gives flat logits: compute the loss from them, not from labels")
+            hidden = hidden[logits_to_keep.to(hidden.device)]
         else:
             hidden = hidden[:, logits_to_keep]
         logits = self.lm_head(hidden)
