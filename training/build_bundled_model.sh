@@ -68,7 +68,7 @@ wait "$reading"  # a failed stage 0, 0b or data step fails the build here
 #    event shape's ink changed, a head told the event's changed tokens; pictures mixed in) in three passes,
 #    each a warm restart with another draw order, on the refitted tower's tokens (stops 49 and 50: the
 #    event lookup formed in the pass after the refit, not in three passes before it); stage 5: the tower
-#    fitted to the final LLM
+#    and the LLM fitted to each other on pictures (the LLM learning too since stop 54)
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
