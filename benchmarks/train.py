@@ -127,8 +127,8 @@ def matmul_params(model) -> tuple[int, int]:
 
 
 def run_mode(root: Path, data: Path, model_dir: Path, packing: bool, args) -> dict:
-    from training.config import config_from_dict
-    from training.train import Trainer
+    from qwen_vl.training.config import config_from_dict
+    from qwen_vl.training.train import Trainer
 
     cfg = config_from_dict(
         {

@@ -2,5 +2,5 @@
 ChartQA, OCRBench, MMBench (published layouts and Hugging Face Parquet mirrors), generic and
 synthetic JSON Lines sets; the standard metrics; a resumable, data-parallel runner.
 
-    python -m eval --task textvqa --data DIR --model DIR     (same as `qwen-vl eval ...`)
+    python -m qwen_vl.eval --task textvqa --data DIR --model DIR     (same as `qwen-vl eval ...`)
 """

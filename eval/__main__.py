@@ -1,8 +1,8 @@
-"""`python -m eval ...` (and `accelerate launch -m eval ...`): the same as `qwen-vl eval ...`."""
+"""`python -m qwen_vl.eval ...` (and `accelerate launch -m qwen_vl.eval ...`): the same as `qwen-vl eval ...`."""
 
 import sys
 
-from eval.runner import main
+from qwen_vl.eval.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

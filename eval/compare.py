@@ -1,9 +1,9 @@
 """Two runs of one benchmark, sample by sample: which answers the second run made right or wrong,
 and McNemar's test of whether the difference is more than noise.
 
-    python -m eval.compare runs/old/caption runs/new/caption [--metric exact_match]
+    python -m qwen_vl.eval.compare runs/old/caption runs/new/caption [--metric exact_match]
 
-A run is an output folder of `python -m eval` (or its predictions.jsonl). A sample counts as right
+A run is an output folder of `python -m qwen_vl.eval` (or its predictions.jsonl). A sample counts as right
 when its metric value is 1; samples the metric does not apply to, and ids only one run holds, are
 left out. Prints one line; bad input is one `error:` line and exit code 2.
 """
@@ -14,8 +14,8 @@ import math
 import sys
 from pathlib import Path
 
-from eval.predictions import PREDICTIONS, read_records
 from qwen_vl.errors import OneLineParser
+from qwen_vl.eval.predictions import PREDICTIONS, read_records
 
 
 def right_by_id(run: Path, metric: str | None) -> tuple[str, dict[str, bool]]:
@@ -66,7 +66,7 @@ def compare(first: Path, second: Path, metric: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m qwen_vl.eval.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path, help="the earlier run: an eval output folder or its predictions.jsonl")
     parser.add_argument("second", type=Path, help="the run compared with it")
     parser.add_argument("--metric", default=None, help="a per-sample 0/1 metric (default: the run's first)")

@@ -6,10 +6,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from eval import metrics as defs
-from eval.datasets import Sample
-from eval.scoring import METRICS, failed_value
-from eval.tasks import Task
+from qwen_vl.eval import metrics as defs
+from qwen_vl.eval.datasets import Sample
+from qwen_vl.eval.scoring import METRICS, failed_value
+from qwen_vl.eval.tasks import Task
 from qwen_vl.fileio import atomic_write_text
 
 MAX_LISTED_FAILURES = 50

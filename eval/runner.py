@@ -1,9 +1,9 @@
-"""`qwen-vl eval` / `python -m eval`: run a benchmark on a model and score it.
+"""`qwen-vl eval` / `python -m qwen_vl.eval`: run a benchmark on a model and score it.
 
     qwen-vl eval --task textvqa --data DIR --model DIR [--output DIR] [--limit N]
                  [--batch-size 8] [--max-new-tokens N] [--resume]
-    accelerate launch --multi_gpu --num_processes 2 -m eval --task ...   (data parallel; also on CPUs)
-    torchrun --nproc_per_node 2 -m eval --task ...                         (the same without accelerate)
+    accelerate launch --multi_gpu --num_processes 2 -m qwen_vl.eval --task ...   (data parallel; also on CPUs)
+    torchrun --nproc_per_node 2 -m qwen_vl.eval --task ...                         (the same without accelerate)
 
 Each process answers a strided shard of the samples (sample i goes to process i % world), greedy,
 batched, and appends its predictions to a JSON Lines file batch by batch (fsync). The main process
@@ -19,12 +19,12 @@ import os
 import sys
 from pathlib import Path
 
-from eval import predictions as pred
-from eval.datasets import Sample
-from eval.report import sample_values, score_run, write_report
-from eval.scoring import METRICS
-from eval.tasks import TASKS, Task, conversation, load_samples
 from qwen_vl.errors import OneLineParser, QwenVLError
+from qwen_vl.eval import predictions as pred
+from qwen_vl.eval.datasets import Sample
+from qwen_vl.eval.report import sample_values, score_run, write_report
+from qwen_vl.eval.scoring import METRICS
+from qwen_vl.eval.tasks import TASKS, Task, conversation, load_samples
 
 
 class UsageError(QwenVLError):
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         processes=procs.world,
     )
     write_report(out_dir, result)
-    from eval.report import markdown
+    from qwen_vl.eval.report import markdown
 
     print(markdown(result), end="")
     print(f"results in {out_dir}/ (predictions.jsonl, metrics.json, metrics.md)", file=sys.stderr)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eval import metrics
-from eval.datasets import Sample
+from qwen_vl.eval import metrics
+from qwen_vl.eval.datasets import Sample
 
 
 @dataclass(frozen=True)

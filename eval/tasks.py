@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from eval import datasets as ds
-from eval.datasets import DataError, Sample
+from qwen_vl.eval import datasets as ds
+from qwen_vl.eval.datasets import DataError, Sample
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 CHOICE_LETTER = "Answer with the option's letter from the given choices directly."

@@ -357,7 +357,7 @@ def parameter_counts(files) -> tuple[dict[str, int], set[str], int]:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def train(ctx: typer.Context):
     """Train or fine-tune (stages 1-3): `qwen-vl train --config training/configs/stage1.yaml`. See training/README.md."""
-    from training.train import main as train_main
+    from qwen_vl.training.train import main as train_main
 
     raise typer.Exit(train_main(ctx.args) or 0)
 
@@ -367,7 +367,7 @@ def train(ctx: typer.Context):
 )
 def evaluate(ctx: typer.Context):
     """Run a benchmark: `qwen-vl eval --task textvqa --data DIR --model DIR`. See eval/README.md."""
-    from eval.runner import main as eval_main
+    from qwen_vl.eval.runner import main as eval_main
 
     raise typer.Exit(eval_main(ctx.args) or 0)
 

@@ -18,7 +18,7 @@ def resolve_model_dir(ref: str | os.PathLike | None = None) -> Path:
         if not (BUNDLED_MODEL_DIR / "config.json").is_file():
             raise CheckpointError(
                 f"the bundled model is not installed at {BUNDLED_MODEL_DIR}; pass --model DIR "
-                "or build it with `bash training/build_bundled_model.sh`"
+                "or build it with `bash bundled_model/build.sh`"
             )
         return BUNDLED_MODEL_DIR
     path = Path(ref).expanduser()

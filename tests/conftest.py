@@ -1,6 +1,1 @@
-"""Tests import their helpers (tiny.py) as top-level modules."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
+"""Shared test set-up: tests import their helpers as `tests.tiny` and `tests.app.support`."""

@@ -128,3 +128,27 @@ def save_tiny_model_dir(path, family: str = "qwen2_5_vl", seed: int = 0, vocab_s
     tokenizer.save_pretrained(path)
     QwenVLProcessor(tokenizer).save_pretrained(path)
     return path
+
+
+# ---- inputs for the tiny models: vision blocks of placeholder ids, random patches ----
+IMG, VID, VS, VE = (
+    IDS["image_token_id"],
+    IDS["video_token_id"],
+    IDS["vision_start_token_id"],
+    IDS["vision_end_token_id"],
+)
+
+
+def block(token: int, grid) -> list[int]:
+    t, h, w = grid
+    return [VS] + [token] * (t * h * w // 4) + [VE]
+
+
+def pixels(grids, seed):
+    gen = torch.Generator().manual_seed(seed)
+    count = sum(t * h * w for t, h, w in grids)
+    return torch.randn(count, 1176, generator=gen)
+
+
+def mm_types(ids):
+    return (ids == IMG).int() + 2 * (ids == VID).int()

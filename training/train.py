@@ -1,6 +1,6 @@
 """Train a Qwen2.5-VL model in one of three stages from a YAML config.
 
-    python -m training.train --config training/configs/stage1.yaml --set max_steps=10
+    python -m qwen_vl.training.train --config training/configs/stage1.yaml --set max_steps=10
     accelerate launch training/train.py --config training/configs/stage3.yaml [--resume]
 
 One optimizer step takes `grad_accum` micro-batches; each micro-batch takes the next
@@ -18,20 +18,17 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script (accelerate launch training/train.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
 
 from qwen_vl.errors import OneLineParser, QwenVLError
-from training import checkpoint as ckpt
-from training.config import ConfigError, TrainConfig, load_config
-from training.data import IGNORE, SKIP_REASONS, ConversationData, Sample
-from training.loss import answer_loss
-from training.metrics import MetricsLog, Progress
-from training.packing import Batch, packed_batch, padded_batch
-from training.params import apply_lora, param_groups, set_trainable
-from training.schedule import cosine_schedule
+from qwen_vl.training import checkpoint as ckpt
+from qwen_vl.training.config import ConfigError, TrainConfig, load_config
+from qwen_vl.training.data import IGNORE, SKIP_REASONS, ConversationData, Sample
+from qwen_vl.training.loss import answer_loss
+from qwen_vl.training.metrics import MetricsLog, Progress
+from qwen_vl.training.packing import Batch, packed_batch, padded_batch
+from qwen_vl.training.params import apply_lora, param_groups, set_trainable
+from qwen_vl.training.schedule import cosine_schedule
 
 
 def build_model(cfg: TrainConfig):
@@ -53,12 +50,12 @@ def build_model(cfg: TrainConfig):
 
 
 def pretrained_vision(cfg: TrainConfig) -> dict | None:
-    """The vision tower written by training/pretrain_vision.py, where the config names one."""
+    """The vision tower written by bundled_model/pretrain_vision.py, where the config names one."""
     path = cfg.init.get("vision_weights")
     if path is None:
         return None
     if not Path(path).is_file():
-        raise ConfigError(f"init.vision_weights: file not found: {path} (run python -m training.pretrain_vision)")
+        raise ConfigError(f"init.vision_weights: file not found: {path} (run python -m bundled_model.pretrain_vision)")
     from safetensors.torch import load_file
 
     return load_file(path)

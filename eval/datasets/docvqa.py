@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files, read_json, resolve_media
+from qwen_vl.eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files, read_json, resolve_media
 
 
 def _data_file(root: Path, patterns: tuple[str, ...], what: str) -> tuple[Path, list[dict]]:

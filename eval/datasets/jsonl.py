@@ -3,7 +3,7 @@
 Generic, one object per line (media paths relative to the file):
     {"id": "q1" (optional; default the line number), "image": "img.png" | "video": "clip.mp4",
      "question": "...", "answers": ["...", ...] | "answer": "...", "category": "..." (optional)}
-Synthetic suites (training/synthetic.py writes DIR/<task>.jsonl), one object per line:
+Synthetic suites (bundled_model/synthetic.py writes DIR/<task>.jsonl), one object per line:
     {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/000123.png"},
                   {"type": "text", "text": "..."}]}, {"role": "assistant", ...}],
      "task": "caption" | "vqa" | "ocr" | "video", "answer": "...",
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files
+from qwen_vl.eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files
 
 
 def _lines(path: Path):

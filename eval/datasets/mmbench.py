@@ -16,7 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-from eval.datasets.base import DataError, Sample, check_unique, find_files
+from qwen_vl.eval.datasets.base import DataError, Sample, check_unique, find_files
 
 OPTION_LETTERS = "ABCDEFGHI"
 

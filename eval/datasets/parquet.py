@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files
-from eval.datasets.mmbench import OPTION_LETTERS, choice_sample
+from qwen_vl.eval.datasets.base import DataError, Sample, as_answers, check_unique, find_files
+from qwen_vl.eval.datasets.mmbench import OPTION_LETTERS, choice_sample
 
 ID_COLUMNS = ("question_id", "questionId", "index", "id")
 QUESTION_COLUMNS = ("question", "query")

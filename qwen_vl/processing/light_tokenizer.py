@@ -5,7 +5,7 @@ take. Inference uses a small part of a tokenizer (encode, decode, token ids, the
 and that part lives in the Rust `tokenizers` backend and a Jinja template, so this class wraps
 them directly. It reads the same files (`tokenizer.json`, `tokenizer_config.json`,
 `chat_template.jinja`) and gives the same ids and text as transformers' fast tokenizer
-(tests/test_processing_light_tokenizer.py). Training and saving keep using transformers.
+(tests/processing/test_light_tokenizer.py). Training and saving keep using transformers.
 """
 
 from __future__ import annotations

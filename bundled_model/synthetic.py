@@ -1,0 +1,367 @@
+"""Synthetic visual world: seeded, reproducible JSON Lines datasets of shapes, text and clips.
+
+    python -m bundled_model.synthetic --out data/train --task all --n 2000 --seed 0
+    python -m bundled_model.synthetic --out data/heldout --task video --n 200 --seed 1001 --fps-set 7,23
+
+Each line is one sample in the training message format, with media paths relative to the
+JSONL file, the answer, and the `scene` it was drawn from (see docs/synthetic.md):
+
+    {"id": "caption-0-000000", "messages": [{"role": "user", "content": [{"type": "image",
+     "image": "images/caption/000000.png"}, {"type": "text", "text": "Describe this image."}]},
+     {"role": "assistant", "content": [{"type": "text", "text": "a red circle on the left"}]}],
+     "task": "caption", "answer": "a red circle on the left", "scene": {...}}
+
+Sample i of (seed, task) depends only on (seed, task, i, options): the same seed gives
+byte-identical files, however many samples or workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bundled_model.synthetic_render import render_image_scene, render_text_scene, save_png, text_bbox, write_video
+from bundled_model.synthetic_words import WORDS
+from bundled_model.synthetic_world import (
+    BACKGROUNDS,
+    CAPTION_PROMPT,
+    COLOURS,
+    DIRECTION_ANSWERS,
+    KINDS,
+    MAX_ASPECT,
+    MIN_IMAGE_PX,
+    NUMBER_WORDS,
+    OCR_PROMPT,
+    QUESTION_TEMPLATES,
+    REGION_PHRASES,
+    REGIONS,
+    ImageScene,
+    Shape,
+    TextScene,
+    caption,
+    colours_on,
+    sample_background,
+    sample_image_scene,
+    sample_image_size,
+    sample_video_question,
+    sample_video_scene,
+    sample_vqa,
+    sample_words,
+    seconds_answer,
+    shape_phrase,
+)
+from qwen_vl.errors import OneLineParser
+from qwen_vl.fileio import atomic_path
+
+TASKS = ("caption", "vqa", "ocr", "video", "text")
+TASK_CODES = {task: code for code, task in enumerate(TASKS, start=1)}  # part of every sample's seed
+MEDIA_DIRS = {"caption": "images/caption", "vqa": "images/vqa", "ocr": "images/ocr", "video": "videos"}
+TRAIN_FPS = (4, 5, 6, 8, 10, 12, 15, 16, 20, 24, 25, 30)  # 7 and 23 stay unseen for held-out sets
+FPS_LIMITS = (2, 60)
+MAX_IMAGE_PX = 4096
+OCR_WIDTH_SHARE = (0.35, 0.9)  # the text line spans this share of the image width
+OCR_MAX_HEIGHT_SHARE = 0.6  # ... and at most this share of its height
+OCR_MIN_FONT, OCR_MAX_FONT = 10, 160  # px; below 10 the bundled font stops being legible
+OCR_MARGIN = 2  # px between the inked text and the image border
+
+
+@dataclass(frozen=True)
+class WorldOptions:
+    min_size: int = 64  # image sides, px
+    max_size: int = 1024
+    fps_set: tuple[int, ...] = TRAIN_FPS
+    video_size: tuple[int, int] = (112, 224)  # frame sides, px (even)
+    duration: tuple[int, int] = (3, 10)  # clip length, whole seconds
+
+
+def sample_rng(seed: int, task: str, index: int) -> np.random.Generator:
+    """Independent stream per sample: sample i never depends on n or on other samples."""
+    return np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES[task], index]))
+
+
+# ----------------------------------------------------------------------------- samples
+
+
+def sample_text_scene(rng: np.random.Generator, min_size: int, max_size: int) -> TextScene:
+    """1-3 words on one line, spanning 35-90 % of the image width (less if the image is flat);
+    an image too small for OCR_MIN_FONT px text is widened, within max_size."""
+    words = sample_words(rng, WORDS, 1, 3)
+    text = " ".join(words)
+    background = sample_background(rng)
+    colour = str(rng.choice(colours_on(background.colour)))
+    width, height = sample_image_size(rng, min_size, max_size)
+    left, top, right, bottom = text_bbox(text, 100)  # ink scales with the font size
+    share = rng.uniform(*OCR_WIDTH_SHARE)
+    size = int(min(share * width / (right - left), OCR_MAX_HEIGHT_SHARE * height / (bottom - top)) * 100)
+    size = min(max(size, OCR_MIN_FONT), OCR_MAX_FONT)
+    while True:  # fit the ink with OCR_MARGIN to spare, growing the image first, then shrinking the font
+        left, top, right, bottom = text_bbox(text, size)
+        width = max(width, right - left + 2 * OCR_MARGIN, math.ceil(height / MAX_ASPECT))
+        height = max(height, bottom - top + 2 * OCR_MARGIN, math.ceil(width / MAX_ASPECT))
+        if (width <= max_size and height <= max_size) or size <= 1:
+            break
+        width, height, size = min(width, max_size), min(height, max_size), size - 1
+    x = int(rng.integers(OCR_MARGIN - left, width - OCR_MARGIN - right + 1))
+    y = int(rng.integers(OCR_MARGIN - top, height - OCR_MARGIN - bottom + 1))
+    return TextScene(width, height, background, words, colour, size, [x, y], text_bbox(text, size, (x, y)))
+
+
+def chat(media: dict, prompt: str, answer: str) -> list[dict]:
+    return [
+        {"role": "user", "content": [media, {"type": "text", "text": prompt}]},
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+
+
+def build_sample(task: str, seed: int, index: int, options: WorldOptions, media_dir: str | os.PathLike) -> dict:
+    """Draw sample `index`, write its media file into media_dir, return its JSON record."""
+    rng = sample_rng(seed, task, index)
+    name = f"{index:06d}"
+    record: dict = {"id": f"{task}-{seed}-{name}"}
+    if task in ("caption", "vqa"):
+        scene = sample_image_scene(rng, *sample_image_size(rng, options.min_size, options.max_size))
+        save_png(render_image_scene(scene), Path(media_dir, name + ".png"))
+        media = {"type": "image", "image": f"{MEDIA_DIRS[task]}/{name}.png"}
+        if task == "caption":
+            prompt, answer = CAPTION_PROMPT, caption(scene)
+        else:
+            qtype, prompt, answer = sample_vqa(rng, scene)
+            record["question_type"] = qtype
+    elif task == "ocr":
+        scene = sample_text_scene(rng, options.min_size, options.max_size)
+        save_png(render_text_scene(scene), Path(media_dir, name + ".png"))
+        media = {"type": "image", "image": f"{MEDIA_DIRS[task]}/{name}.png"}
+        prompt, answer = OCR_PROMPT, scene.text
+    elif task == "video":
+        scene = sample_video_scene(rng, options.fps_set, options.video_size, options.duration)
+        write_video(scene, Path(media_dir, name + ".mp4"))
+        media = {"type": "video", "video": f"{MEDIA_DIRS[task]}/{name}.mp4"}
+        qtype, prompt, answer = sample_video_question(rng, scene)
+        record.update(question_type=qtype, event_second=scene.event.second, fps=scene.fps, duration=scene.duration)
+    else:
+        raise ValueError(f"task {task!r} has no media samples")
+    head = {"id": record.pop("id"), "messages": chat(media, prompt, answer), "task": task, "answer": answer}
+    return head | record | {"scene": scene.to_dict()}
+
+
+# ----------------------------------------------------------------------------- text corpus
+
+
+def world_items(seed: int, n: int) -> list[tuple[str, str, str, str]]:
+    """n (kind, prompt, answer, content) items of the world's language for text-only
+    pre-training (stage 0): captions, every question type, OCR prompts and runs of list words
+    (kind "words", no prompt). `content` says in words what the picture shows (the scene's
+    caption, the OCR text; empty for video and words)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"]]))
+    items = []
+    for _ in range(n):
+        kind = str(rng.choice(("caption", "vqa", "video", "ocr", "words")))
+        if kind in ("caption", "vqa"):
+            scene = sample_image_scene(rng, *sample_image_size(rng, 96, 512))
+            if kind == "caption":
+                items.append((kind, CAPTION_PROMPT, caption(scene), caption(scene)))
+            else:
+                items.append((kind, *sample_vqa(rng, scene)[1:], caption(scene)))
+        elif kind == "video":
+            items.append((kind, *sample_video_question(rng, sample_video_scene(rng, TRAIN_FPS))[1:], ""))
+        elif kind == "ocr":
+            words = " ".join(sample_words(rng, WORDS, 1, 3))
+            items.append((kind, OCR_PROMPT, words, words))
+        else:
+            items.append((kind, "", " ".join(sample_words(rng, WORDS, 3, 8)), ""))
+    return items
+
+
+def world_text(seed: int, n: int) -> list[str]:
+    """n plain lines: captions alone, 'question answer' for the rest, list words as they are."""
+    return [a if kind in ("caption", "words") else f"{p} {a}" for kind, p, a, _ in world_items(seed, n)]
+
+
+def scene_qa_lines(seed: int, n: int, questions: int = 4) -> list[str]:
+    """n lines that each tell a scene, then ask and answer `questions` questions about it
+    ("a red star on the left. Where is the star? on the left. Is there a red star? yes."):
+    stage 0's densest practice of looking a shape up in the words that tell the picture."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"], 1]))
+    lines = []
+    for _ in range(n):
+        scene = sample_image_scene(rng, *sample_image_size(rng, 96, 512))
+        asked = (sample_vqa(rng, scene)[1:] for _ in range(questions))
+        lines.append(f"{caption(scene)}. " + " ".join(f"{question} {answer}." for question, answer in asked))
+    return lines
+
+
+def copy_lines(seed: int, n: int) -> list[str]:
+    """n lines that say a run of 3-10 of the world's words twice ("lemon red star. lemon red star."):
+    every token of the second run is copied from the first, the induction drill behind reading a
+    caption or a text off the vision block."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"], 2]))
+    vocabulary = [*WORDS, *COLOURS, *KINDS]
+    lines = []
+    for _ in range(n):
+        run = " ".join(sample_words(rng, vocabulary, 3, 10))
+        lines.append(f"{run}. {run}.")
+    return lines
+
+
+def tokenizer_corpus() -> list[str]:
+    """Every word and phrase the world can say, once (for build_tokenizer's training texts)."""
+    texts = [CAPTION_PROMPT, OCR_PROMPT, *DIRECTION_ANSWERS.values(), *REGION_PHRASES.values(), *NUMBER_WORDS]
+    texts += ["yes", "no", *COLOURS, *BACKGROUNDS, *(seconds_answer(s) for s in range(1, 10))]
+    for colour in COLOURS:
+        for kind in KINDS:
+            texts += [template.format(colour=colour, kind=kind) for template in QUESTION_TEMPLATES.values()]
+            texts += [shape_phrase(Shape(kind, colour, [0, 0, 1, 1], region)) for region in REGIONS]
+    three = [
+        Shape(kind, colour, [0, 0, 1, 1], region)
+        for kind, colour, region in zip(KINDS[:3], list(COLOURS)[:3], REGIONS, strict=True)
+    ]
+    texts.append(caption(ImageScene(3, 1, None, three)))  # the list grammar: "a ..., a ... and a ..."
+    texts += [" ".join(WORDS[i : i + 8]) for i in range(0, len(WORDS), 8)]
+    return list(dict.fromkeys(texts))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _build_line(job: tuple) -> str:
+    task, seed, index, options, media_dir = job
+    return json.dumps(build_sample(task, seed, index, options, media_dir), ensure_ascii=False)
+
+
+def _progress(iterable, total: int, description: str, quiet: bool):
+    if quiet:
+        return iterable
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(iterable, total=total, description=description, console=Console(stderr=True))
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    task: str,
+    n: int,
+    seed: int,
+    options: WorldOptions = WorldOptions(),
+    workers: int = 1,
+    quiet: bool = True,
+) -> Path:
+    """Write out_dir/<task>.jsonl and its media; returns the JSONL path.
+
+    Media go to a staging folder first; only when every sample is written is the media folder
+    swapped in (two renames) and the JSONL replaced atomically, so an interrupted run leaves
+    the previous dataset as it was."""
+    out_dir = Path(out_dir)
+    jsonl = out_dir / f"{task}.jsonl"
+    if task == "text":
+        with atomic_path(jsonl) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for line in _progress(world_text(seed, n), n, "text", quiet):
+                f.write(json.dumps({"text": line, "task": "text"}, ensure_ascii=False) + "\n")
+        return jsonl
+    media_dir = out_dir / MEDIA_DIRS[task]
+    media_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{media_dir.name}.staging-", dir=media_dir.parent))
+    try:
+        jobs = ((task, seed, index, options, staging) for index in range(n))
+        with atomic_path(jsonl) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            if workers > 1:
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    for line in _progress(pool.imap(_build_line, jobs, chunksize=8), n, task, quiet):
+                        f.write(line + "\n")
+            else:
+                for line in _progress(map(_build_line, jobs), n, task, quiet):
+                    f.write(line + "\n")
+            f.flush()
+            retired = None
+            if media_dir.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{media_dir.name}.old-", dir=media_dir.parent))
+                os.replace(media_dir, retired / media_dir.name)
+            os.replace(staging, media_dir)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return jsonl
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {low}")
+        return value
+
+    return parse
+
+
+def _fps_set(text: str) -> tuple[int, ...]:
+    try:
+        rates = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole frame rates") from None
+    bad = [r for r in rates if not FPS_LIMITS[0] <= r <= FPS_LIMITS[1]]
+    if bad:
+        raise argparse.ArgumentTypeError(f"frame rate {bad[0]} is outside {FPS_LIMITS[0]}..{FPS_LIMITS[1]} fps")
+    return tuple(dict.fromkeys(rates))
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m bundled_model.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="output folder: <task>.jsonl + images/ + videos/")
+    parser.add_argument("--task", required=True, choices=(*TASKS, "all"), help="'all' writes every task")
+    parser.add_argument("--n", required=True, type=_int_at_least(1), help="samples (text: lines) per task")
+    parser.add_argument("--seed", default=0, type=_int_at_least(0), help="held-out sets: a seed never used in training")
+    parser.add_argument(
+        "--fps-set", default=TRAIN_FPS, type=_fps_set, help="video frame rates, e.g. 4,6,8 (held out: 7,23)"
+    )
+    parser.add_argument("--min-size", default=64, type=_int_at_least(MIN_IMAGE_PX), help="smallest image side, px")
+    parser.add_argument("--max-size", default=1024, type=_int_at_least(MIN_IMAGE_PX), help="largest image side, px")
+    parser.add_argument(
+        "--workers", default=1, type=_int_at_least(1), help="processes (output is the same for any count)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.min_size > args.max_size:
+        parser.error(f"argument --min-size: {args.min_size} is larger than --max-size {args.max_size}")
+    if args.max_size > MAX_IMAGE_PX:
+        parser.error(f"argument --max-size: {args.max_size} is above the maximum {MAX_IMAGE_PX}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"argument --out: {args.out} exists and is not a folder")
+    options = WorldOptions(min_size=args.min_size, max_size=args.max_size, fps_set=args.fps_set)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    for task in tasks:
+        start = time.perf_counter()
+        try:
+            path = write_dataset(args.out, task, args.n, args.seed, options, args.workers, args.quiet)
+        except OSError as exc:
+            print(f"error: cannot write {task} data to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        seconds = time.perf_counter() - start
+        print(f"wrote {path} ({args.n} samples, {seconds:.1f} s, {args.n / seconds:.0f}/s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

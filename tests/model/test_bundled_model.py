@@ -1,0 +1,105 @@
+"""The bundled model: installed in the package, a real qwen2_5_vl checkpoint that transformers
+loads and that answers its own example media the way the synthetic world says."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from bundled_model.install import MAX_MB
+from bundled_model.synthetic_words import WORDS
+from bundled_model.synthetic_world import COLOURS, KINDS, REGION_PHRASES
+from qwen_vl.generation import SamplingConfig, generate_text
+from qwen_vl.loading import BUNDLED_MODEL_DIR, load_model
+
+EXAMPLES = BUNDLED_MODEL_DIR.parent / "examples"
+NEW_TOKENS = 24
+
+pytestmark = pytest.mark.skipif(
+    not (BUNDLED_MODEL_DIR / "config.json").is_file(),
+    reason="the bundled model is not built (bash bundled_model/build.sh)",
+)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_model(None, device="cpu", dtype=torch.float32)
+
+
+def image_examples() -> list[dict]:
+    """The app's example images with their questions and the answers the world's grammar gives."""
+    entries = json.loads((EXAMPLES / "examples.json").read_text())
+    return [e for e in entries if e["file"].endswith(".png")]
+
+
+def conversation(example: dict) -> list[dict]:
+    content = [
+        {"type": "image", "image": str(EXAMPLES / example["file"])},
+        {"type": "text", "text": example["question"]},
+    ]
+    return [{"role": "user", "content": content}]
+
+
+def test_bundled_model_is_installed_and_small():
+    files = [p for p in BUNDLED_MODEL_DIR.iterdir() if p.is_file()]
+    names = {p.name for p in files}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    } <= names
+    assert json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert "<|im_start|>" in (
+        json.loads((BUNDLED_MODEL_DIR / "tokenizer_config.json").read_text()).get("chat_template")
+        or (BUNDLED_MODEL_DIR / "chat_template.jinja").read_text()
+    )
+    assert sum(p.stat().st_size for p in files) <= MAX_MB * 1e6
+
+
+def test_bundled_model_answers_in_the_worlds_grammar(bundled):
+    """Each example question gets an answer of its type in the synthetic world's language (how
+    often the answers are right is measured on held-out sets: docs/bundled_model.md)."""
+    model, processor = bundled
+    examples = image_examples()
+    conversations = [conversation(e) for e in examples]
+    answers = generate_text(model, processor, conversations, SamplingConfig(max_new_tokens=NEW_TOKENS))
+    colour, kind = "|".join(COLOURS), "|".join(KINDS)
+    phrase = rf"a ({colour}) ({kind}) ({'|'.join(REGION_PHRASES.values())})"
+    grammar = {
+        "Describe this image.": rf"{phrase}|{phrase} and {phrase}|{phrase}, {phrase} and {phrase}",
+        "How many shapes are there?": "one|two|three",
+        "What colour is the star?": colour,
+        "What does the text say?": rf"({'|'.join(WORDS)})( ({'|'.join(WORDS)})){{0,2}}",
+    }
+    for example, answer in zip(examples, answers, strict=True):
+        assert re.fullmatch(grammar[example["question"]], answer.strip()), (example, answer)
+
+
+def test_bundled_model_generates_the_same_text_in_transformers(bundled):
+    import transformers
+
+    model, processor = bundled
+    theirs = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        BUNDLED_MODEL_DIR, dtype=torch.float32
+    ).eval()
+    conversations = [conversation(e) for e in image_examples()]
+    ours = generate_text(model, processor, conversations, SamplingConfig(max_new_tokens=NEW_TOKENS))
+    for turns, our_text in zip(conversations, ours, strict=True):
+        batch = processor([turns])
+        ids = batch["input_ids"]
+        mm = (ids == model.config.image_token_id).int()
+        with torch.no_grad():
+            out = theirs.generate(
+                **dict(batch.items()),
+                mm_token_type_ids=mm,
+                do_sample=False,
+                max_new_tokens=NEW_TOKENS,
+                eos_token_id=model.config.eos_token_id,
+            )
+        their_text = processor.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        assert their_text.strip() == our_text.strip()
