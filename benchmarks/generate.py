@@ -20,9 +20,9 @@ import torch
 
 from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
 from qwen_vl.generation import SamplingConfig, generate_ids
+from qwen_vl.hardware import as_dtype
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
 
 
@@ -105,7 +105,7 @@ def theirs_run(hf, batch, new_tokens):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--new-tokens", type=int, default=128)
     args = parser.parse_args()
     import transformers
@@ -117,7 +117,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         base.save_pretrained(tmp)
         for name in args.dtypes:
-            dtype = DTYPES[name]
+            dtype = as_dtype(name)
             ours = QwenVLForConditionalGeneration.from_pretrained(tmp, dtype=dtype)
             ours.pack_for_inference()  # as qwen_vl.loading.load_model does on CPU
             hf = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(

@@ -17,10 +17,9 @@ import time
 import torch
 
 from qwen_vl.config import VisionConfig
+from qwen_vl.hardware import as_dtype
 from qwen_vl.modeling.layers import pack_linears
 from qwen_vl.modeling.vision import VisionEncoder
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def build_pair(dtype):
@@ -83,7 +82,7 @@ def timed(fn, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["1288x728", "2576x1456"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -92,7 +91,7 @@ def main():
     )
     rows = []
     for dtype_name in args.dtypes:
-        dtype = DTYPES[dtype_name]
+        dtype = as_dtype(dtype_name)
         ours, theirs = build_pair(dtype)
         peak = matmul_gflops(dtype)
         for size in args.sizes:

@@ -20,6 +20,10 @@ class PromptTooLongError(QwenVLError):
     """A prompt (with its vision tokens) longer than the model's context."""
 
 
+class OptionError(QwenVLError, ValueError):
+    """An option value outside its range (sampling settings, pixel budgets, frame rates)."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose bad arguments are one `error:` line on stderr and exit code 2,
     not argparse's usage block (every command's --help still prints the usage)."""

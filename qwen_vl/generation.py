@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import PromptTooLongError
+from .errors import OptionError, PromptTooLongError
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -29,12 +29,17 @@ class SamplingConfig:
     stop: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
-            raise ValueError(
-                "sampling options out of range: temperature >= 0, 0 < top_p <= 1, top_k >= 0, repetition_penalty > 0"
-            )
+        """One line naming the first option out of range (the CLI, the app and eval report it as is)."""
+        rules = [
+            ("max_new_tokens", self.max_new_tokens, lambda v: v >= 1, "must be at least 1"),
+            ("temperature", self.temperature, lambda v: v >= 0, "must be 0 or more"),
+            ("top_p", self.top_p, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+            ("top_k", self.top_k, lambda v: v >= 0, "must be 0 or more"),
+            ("repetition_penalty", self.repetition_penalty, lambda v: v > 0, "must be above 0"),
+        ]
+        for name, value, valid, rule in rules:
+            if value is None or not valid(value):
+                raise OptionError(f"{name} {rule}, got {value}")
 
 
 # ---- choosing the next token -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What the machine can do fast: used to pick default dtypes and matmul paths."""
+"""Dtypes: the names we accept, and what the machine computes fast (default dtypes, matmul paths)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,22 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_bf16_matmul() else torch.float32
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
+
+
+def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch dtype from a dtype or its name ("bfloat16", "bf16", "torch.float32"; "auto" = float32)."""
+    from .errors import CheckpointError
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    name = DTYPE_ALIASES.get(name, name)
+    if name == "auto":
+        return torch.float32
+    if name not in DTYPES:
+        raise CheckpointError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]

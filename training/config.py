@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from qwen_vl.errors import QwenVLError
 
 COMPONENTS = ("vision", "merger", "llm")
@@ -82,6 +80,8 @@ _FIELD_TYPES = {f.name: f for f in fields(TrainConfig)}
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
     """Read a YAML config, apply `key=value` overrides (dotted keys reach into mappings), validate."""
+    import yaml  # the [train] extra: imported here so that a missing one is reported by the caller
+
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -103,6 +103,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Tr
 
 def apply_override(raw: dict, item: str) -> None:
     """`a.b=value` sets raw[a][b] to the YAML value of `value`."""
+    import yaml
+
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from qwen_vl.errors import OneLineParser, QwenVLError
+from qwen_vl.extras import needs_extras
 from qwen_vl.training import checkpoint as ckpt
 from qwen_vl.training.config import ConfigError, TrainConfig, load_config
 from qwen_vl.training.data import IGNORE, SKIP_REASONS, ConversationData, Sample
@@ -102,7 +103,7 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
 
-        self.data = ConversationData(cfg.data, self.processor, cfg.max_seq_len)
+        self.data = ConversationData(cfg.data, self.processor, cfg.max_seq_len, self.unwrapped.config.model_type)
         tok = self.processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.step, self.position, self.history = 0, 0, []
@@ -348,14 +349,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
-        trainer = Trainer(cfg, resume=args.resume)
-        try:
-            trainer.fit()
-        finally:
-            # Tear the process group down now: left to interpreter exit, a gloo rank can abort
-            # ("terminate called without an active exception") and fail a finished run.
-            trainer.accelerator.end_training()
+        with needs_extras("training"):
+            cfg = load_config(args.config, args.overrides)
+            trainer = Trainer(cfg, resume=args.resume)
+            try:
+                trainer.fit()
+            finally:
+                # Tear the process group down now: left to interpreter exit, a gloo rank can abort
+                # ("terminate called without an active exception") and fail a finished run.
+                trainer.accelerator.end_training()
     except QwenVLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from qwen_vl.errors import MediaError, QwenVLError
 from qwen_vl.generation import SamplingConfig
+from qwen_vl.media_types import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from qwen_vl.processing import load_image
 from qwen_vl.processing.image import describe
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
 ERROR_PREFIX = "⚠️ "
 MIN_MAX_PIXELS = 56 * 56  # the preprocessing floor: a smaller budget cannot be met
 log = logging.getLogger(__name__)
@@ -36,17 +35,14 @@ class GenerationSettings:
     max_pixels: int | None = None
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(
-            max_new_tokens=int(self.max_new_tokens), temperature=float(self.temperature), top_p=float(self.top_p)
+        """The sampling settings, checked by SamplingConfig (one line naming a value out of range)."""
+        steps = self.max_new_tokens
+        return SamplingConfig(  # sliders send floats: the token count is a whole number
+            max_new_tokens=int(steps) if steps is not None else None, temperature=self.temperature, top_p=self.top_p
         )
 
     def check(self) -> None:
-        if not self.max_new_tokens or self.max_new_tokens < 1:
-            raise QwenVLError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature is None or self.temperature < 0:
-            raise QwenVLError(f"temperature must be 0 or more, got {self.temperature}")
-        if self.top_p is None or not 0 < self.top_p <= 1:
-            raise QwenVLError(f"top-p must be in (0, 1], got {self.top_p}")
+        self.sampling()
         if self.fps is None or self.fps <= 0:
             raise QwenVLError(f"video fps must be above 0, got {self.fps}")
         if self.max_pixels is not None and self.max_pixels < MIN_MAX_PIXELS:

@@ -20,21 +20,19 @@ class Engine:
         self.model = model
         self.processor = processor
         self.name = name
+        self.is_demo = False  # the bundled demo model, which knows only the synthetic shapes world
         self._slots = threading.BoundedSemaphore(concurrency)
 
     @classmethod
     def load(cls, ref: str | None = None, device: str | None = None, dtype: str | None = None, concurrency: int = 1):
-        import torch
-
-        from qwen_vl.loading import load_model, resolve_model_dir
+        from qwen_vl.hardware import as_dtype
+        from qwen_vl.loading import is_bundled, load_model, resolve_model_dir
 
         model_dir = resolve_model_dir(ref)
-        torch_dtype = getattr(torch, dtype) if dtype else None
-        if dtype and not isinstance(torch_dtype, torch.dtype):
-            raise ValueError(f"--dtype {dtype}: not a torch dtype (use float32, bfloat16 or float16)")
-        model, processor = load_model(model_dir, device=device, dtype=torch_dtype)
-        name = "bundled model" if ref is None else Path(model_dir).name
-        return cls(model, processor, name, concurrency)
+        model, processor = load_model(model_dir, device=device, dtype=as_dtype(dtype) if dtype else None)
+        engine = cls(model, processor, "bundled demo model" if is_bundled(ref) else Path(model_dir).name, concurrency)
+        engine.is_demo = is_bundled(ref)
+        return engine
 
     @property
     def parameter_count(self) -> int:

@@ -43,7 +43,14 @@ def serve(options: AppOptions) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qwen_vl.extras import MissingExtraError, needs_extras
+
     options = parse_args(argv)
+    try:
+        with needs_extras("the web app"):  # checked before the model loads, not after
+            import gradio  # noqa: F401
+    except MissingExtraError as err:
+        return fail(str(err))
     try:
         return serve(options)
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from qwen_vl.errors import QwenVLError
+from qwen_vl.loading import BUNDLED_MODEL_NOTICE
 from qwen_vl.webapp.chat import (
     MIN_MAX_PIXELS,
     GenerationSettings,
@@ -102,6 +103,8 @@ def build_ui(engine: Engine, options: AppOptions, examples_dir: Path = EXAMPLES_
     # ---- layout -------------------------------------------------------------------------------
     with gr.Blocks(title="qwen-vl chat", analytics_enabled=False, fill_height=True, delete_cache=(1800, 7200)) as demo:
         gr.Markdown(f"## qwen-vl chat\n**Model:** {engine.describe()}", elem_id="model-info")
+        if engine.is_demo:
+            gr.Markdown(f"**Demo model:** {BUNDLED_MODEL_NOTICE} `python app.py --model DIR`.", elem_id="demo-notice")
         turns = gr.State([])
         chatbot = gr.Chatbot(
             elem_id="qwen-vl-chat",

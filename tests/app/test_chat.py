@@ -167,7 +167,7 @@ def test_bad_uploads_become_turn_errors_and_the_session_goes_on(engine, tmp_path
 
 def test_bad_settings_become_turn_errors(engine):
     turn = run(engine, [Turn("hi", [IMAGE])], GenerationSettings(top_p=0.0))
-    assert turn.error == "top-p must be in (0, 1], got 0.0"
+    assert turn.error == "top_p must be in (0, 1], got 0.0"
 
 
 def test_an_unexpected_failure_ends_the_turn_and_is_logged(engine, monkeypatch, caplog):

@@ -4,19 +4,16 @@ loads and that answers its own example media the way the synthetic world says.""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
 
-from bundled_model.install import MAX_MB
-from bundled_model.synthetic_words import WORDS
-from bundled_model.synthetic_world import COLOURS, KINDS, REGION_PHRASES
 from qwen_vl.generation import SamplingConfig, generate_text
 from qwen_vl.loading import BUNDLED_MODEL_DIR, load_model
 
 EXAMPLES = BUNDLED_MODEL_DIR.parent / "examples"
 NEW_TOKENS = 24
+MAX_MB = 40  # the package's budget for the bundled model's files
 
 pytestmark = pytest.mark.skipif(
     not (BUNDLED_MODEL_DIR / "config.json").is_file(),
@@ -36,8 +33,9 @@ def image_examples() -> list[dict]:
 
 
 def conversation(example: dict) -> list[dict]:
+    kind = "video" if example["file"].endswith(".mp4") else "image"
     content = [
-        {"type": "image", "image": str(EXAMPLES / example["file"])},
+        {"type": kind, kind: str(EXAMPLES / example["file"])},
         {"type": "text", "text": example["question"]},
     ]
     return [{"role": "user", "content": content}]
@@ -61,23 +59,14 @@ def test_bundled_model_is_installed_and_small():
     assert sum(p.stat().st_size for p in files) <= MAX_MB * 1e6
 
 
-def test_bundled_model_answers_in_the_worlds_grammar(bundled):
-    """Each example question gets an answer of its type in the synthetic world's language (how
-    often the answers are right is measured on held-out sets: docs/bundled_model.md)."""
+def test_bundled_model_answers_the_app_examples_as_listed(bundled):
+    """The app and the README offer these examples: the demo model answers each as examples.json says
+    (how often it is right in general is measured on held-out sets: docs/bundled_model.md)."""
     model, processor = bundled
-    examples = image_examples()
+    examples = json.loads((EXAMPLES / "examples.json").read_text())
     conversations = [conversation(e) for e in examples]
     answers = generate_text(model, processor, conversations, SamplingConfig(max_new_tokens=NEW_TOKENS))
-    colour, kind = "|".join(COLOURS), "|".join(KINDS)
-    phrase = rf"a ({colour}) ({kind}) ({'|'.join(REGION_PHRASES.values())})"
-    grammar = {
-        "Describe this image.": rf"{phrase}|{phrase} and {phrase}|{phrase}, {phrase} and {phrase}",
-        "How many shapes are there?": "one|two|three",
-        "What colour is the star?": colour,
-        "What does the text say?": rf"({'|'.join(WORDS)})( ({'|'.join(WORDS)})){{0,2}}",
-    }
-    for example, answer in zip(examples, answers, strict=True):
-        assert re.fullmatch(grammar[example["question"]], answer.strip()), (example, answer)
+    assert [a.strip() for a in answers] == [e["answer"] for e in examples]
 
 
 def test_bundled_model_generates_the_same_text_in_transformers(bundled):
