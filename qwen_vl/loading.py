@@ -8,6 +8,15 @@ from pathlib import Path
 from .errors import CheckpointError
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "model"
+BUNDLED_MODEL_NOTICE = (
+    "the default model is a small demo that knows only a synthetic world of coloured shapes, not real "
+    "photos; for real use download Qwen/Qwen2.5-VL-3B-Instruct and pass --model DIR (see the README)"
+)
+
+
+def is_bundled(ref: str | os.PathLike | None) -> bool:
+    """Whether `ref` names the bundled demo model (None is its default name)."""
+    return ref is None or Path(ref).expanduser().resolve() == BUNDLED_MODEL_DIR.resolve()
 
 
 def resolve_model_dir(ref: str | os.PathLike | None = None) -> Path:
