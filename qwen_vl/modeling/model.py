@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..config import QwenVLConfig, TextConfig, VisionConfig, vision_config_from
 from ..errors import CheckpointError
+from ..hardware import as_dtype
 from ..weights import load_state_dict, save_state_dict
 from .attention import Segments, resolve_backend
 from .cache import KVCache
@@ -21,8 +22,6 @@ from .layers import Linear, pack_linears
 from .rope import mrope_position_ids, text_position_ids
 from .text import TextModel
 from .vision import VisionEncoder
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -175,7 +174,7 @@ class QwenVLForConditionalGeneration(nn.Module):
         if not Path(model_dir).is_dir():
             raise CheckpointError(f"model directory not found: {model_dir}")
         config = QwenVLConfig.from_pretrained(model_dir)
-        dtype = _as_dtype(dtype or config.torch_dtype)
+        dtype = as_dtype(dtype or config.torch_dtype)
         state = load_state_dict(model_dir, dtype=dtype)
         return cls._from_state(config, state, dtype, device, source=str(model_dir))
 
@@ -256,7 +255,7 @@ class QwenVLForConditionalGeneration(nn.Module):
         config.eos_token_id = raw.get("eos_token_id")
         for name, value in {**_tokenizer_ids(llm_dir), **(token_ids or {})}.items():
             setattr(config, name, value)
-        dtype = _as_dtype(dtype or raw.get("torch_dtype") or raw.get("dtype") or "float32")
+        dtype = as_dtype(dtype or raw.get("torch_dtype") or raw.get("dtype") or "float32")
         state = load_state_dict(llm_dir, dtype=dtype)
         state = {k: v for k, v in state.items() if not k.startswith("visual.")}
         if vision_state:
@@ -300,17 +299,6 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
     )
-
-
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    if name == "auto":
-        return torch.float32
-    if name not in DTYPES:
-        raise CheckpointError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
 
 
 def _tokenizer_ids(model_dir: Path) -> dict[str, int]:
