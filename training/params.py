@@ -6,22 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from qwen_vl.modeling.init import small_normal_init_  # noqa: F401  (the recipe imports it from here)
+
 from .config import COMPONENTS, TrainConfig
 
 LORA_ADAPTER = "default"
-
-
-def small_normal_init_(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """GPT-2 style init in place: small normal matrices, zero biases, norm scales at one."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim > 1:
-                p.normal_(0, std)
-            elif "norm" in name or "ln_" in name:
-                p.fill_(1.0)
-            else:
-                p.zero_()
-    return module
 
 
 def component_of(name: str) -> str:

@@ -18,6 +18,7 @@ from ..hardware import as_dtype
 from ..weights import load_state_dict, save_state_dict
 from .attention import Segments, resolve_backend
 from .cache import KVCache
+from .init import init_parameter_
 from .layers import Linear, pack_linears
 from .rope import mrope_position_ids, text_position_ids
 from .text import TextModel
@@ -208,13 +209,10 @@ class QwenVLForConditionalGeneration(nn.Module):
 
     def to_empty_missing(self, dtype) -> None:
         """Give real, freshly initialised storage to parameters left on the meta device."""
-        for module in self.modules():
+        for prefix, module in self.named_modules():
             for name, param in list(module.named_parameters(recurse=False)):
                 if param.is_meta:
-                    fresh = torch.empty(param.shape, dtype=dtype)
-                    nn.init.normal_(fresh, std=0.02) if fresh.ndim > 1 else nn.init.zeros_(fresh)
-                    if name == "weight" and fresh.ndim == 1:  # norm scales start at one
-                        nn.init.ones_(fresh)
+                    fresh = init_parameter_(f"{prefix}.{name}", torch.empty(param.shape, dtype=dtype))
                     setattr(module, name, nn.Parameter(fresh))
 
     def save_pretrained(self, model_dir: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
