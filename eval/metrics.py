@@ -345,3 +345,17 @@ def event_second_accuracy(prediction: str, event_second: float, tolerance: float
     """Temporal grounding: 1.0 when the second read from the prediction is within ±1 s of the truth."""
     predicted = parse_event_second(prediction)
     return float(predicted is not None and abs(predicted - event_second) <= tolerance)
+
+
+# ---- referring-expression grounding ----------------------------------------------------------
+GROUNDING_IOU = 0.5  # RefCOCO / RefCOCO+ / RefCOCOg: a prediction is correct at IoU >= 0.5
+
+
+def grounding_hit(prediction: str, reference: Sequence[float], frame, threshold: float = GROUNDING_IOU) -> float:
+    """1.0 when the answer's first box, mapped from the model's coordinates (`frame`, a
+    qwen_vl.grounding.Frame) to original pixels and clipped, has IoU >= threshold with the
+    reference [x1, y1, x2, y2] in original pixels; an answer without a box scores 0."""
+    from qwen_vl.grounding import Box, grounding_to_original, iou, parse_answer
+
+    boxes = grounding_to_original(parse_answer(prediction), frame).boxes
+    return float(bool(boxes) and iou(boxes[0], Box(*reference)) >= threshold)

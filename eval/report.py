@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from qwen_vl.eval import metrics as defs
@@ -17,6 +18,8 @@ MAX_LISTED_FAILURES = 50
 
 def sample_values(metric_names: tuple[str, ...], sample: Sample, record: dict) -> dict:
     """Per-metric values of one sample from its prediction record (failed -> `failed_value`)."""
+    if record.get("frame") is not None:  # grounding: the model's coordinate frame for this image
+        sample = replace(sample, meta={**sample.meta, "frame": record["frame"]})
     values = {}
     for name in metric_names:
         metric = METRICS[name]

@@ -24,7 +24,8 @@ from qwen_vl.eval import predictions as pred
 from qwen_vl.eval.datasets import Sample
 from qwen_vl.eval.report import sample_values, score_run, write_report
 from qwen_vl.eval.scoring import METRICS
-from qwen_vl.eval.tasks import TASKS, Task, conversation, load_samples
+from qwen_vl.eval.tasks import TASKS, Task, conversation, grounding_frame, load_samples
+from qwen_vl.extras import needs_extras
 
 
 class UsageError(QwenVLError):
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        return run(args)
+        with needs_extras("this evaluation"):
+            return run(args)
     except QwenVLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -177,7 +179,7 @@ def answer_all(
         for start in range(0, len(shard), batch_size):
             batch = shard[start : start + batch_size]
             records = [
-                _record(sample, answer, error, metric_names)
+                _record(sample, answer, error, metric_names, _frame(sample, error, model, processor))
                 for sample, (answer, error) in zip(
                     batch, answer_batch(batch, model, processor, sampling, prompt), strict=True
                 )
@@ -208,7 +210,17 @@ def answer_batch(batch: list[Sample], model, processor, sampling, prompt: str) -
     return out
 
 
-def _record(sample: Sample, answer: str | None, error: str | None, metric_names) -> dict:
+def _frame(sample: Sample, error: str | None, model, processor) -> dict | None:
+    """A grounding sample's coordinate frame (None for other samples and failed ones)."""
+    if "box" not in sample.meta or error is not None:
+        return None
+    try:
+        return grounding_frame(sample, model.config.model_type, processor.image_settings)
+    except (QwenVLError, ValueError):
+        return None
+
+
+def _record(sample: Sample, answer: str | None, error: str | None, metric_names, frame: dict | None = None) -> dict:
     record = {
         "id": sample.id,
         "question": sample.question,
@@ -216,5 +228,7 @@ def _record(sample: Sample, answer: str | None, error: str | None, metric_names)
         "prediction": answer,
         "error": error,
     }
+    if frame is not None:
+        record["frame"] = frame
     record["scores"] = sample_values(metric_names, sample, record)
     return record

@@ -72,6 +72,15 @@ def _video_answer(prediction: str, sample: Sample) -> float:
     return metrics.event_second_accuracy(prediction, truth)
 
 
+def _grounding_hit(prediction: str, sample: Sample) -> float:
+    """RefCOCO-style accuracy; the sample's frame (how the model's coordinates map to its image)
+    comes from the run's record, written when the answer was made."""
+    from qwen_vl.grounding import Frame
+
+    frame = sample.meta.get("frame")
+    return metrics.grounding_hit(prediction, sample.meta["box"], Frame(**frame)) if frame else 0.0
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
@@ -100,6 +109,7 @@ METRICS: dict[str, Metric] = {
             applies=lambda s: _reference_second(s) is not None,
         ),
         Metric("video_accuracy", _video_answer, _mean_percent),
+        Metric("grounding_accuracy", _grounding_hit, _mean_percent, applies=lambda s: "box" in s.meta),
     ]
 }
 

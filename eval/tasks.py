@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +36,11 @@ TASKS: dict[str, Task] = {
         Task("ocrbench", ds.load_ocrbench, ("ocrbench",), "", 128),
         Task("mmbench", ds.load_mmbench, ("choice_accuracy",), CHOICE_LETTER, 8, choice=True),
         Task("jsonl", ds.load_jsonl, ("exact_match",), "", 64, parquet=False),
+        # the loader reads the refer toolkit's files or the lmms-lab Parquet mirror itself
+        Task("refcoco", ds.load_refcoco, ("grounding_accuracy",), "", 128, parquet=False),
+        Task("refcoco+", ds.load_refcoco, ("grounding_accuracy",), "", 128, parquet=False),
+        Task("refcocog", ds.load_refcoco, ("grounding_accuracy",), "", 128, parquet=False),
+        Task("grounding", ds.load_grounding, ("grounding_accuracy",), "", 128, parquet=False),
         Task("synthetic-caption", partial(ds.load_synthetic, kind="caption"), ("exact_match", "wer"), "", 64, False),
         Task("synthetic-vqa", partial(ds.load_synthetic, kind="vqa"), ("exact_match",), "", 16, False),
         Task(
@@ -85,3 +90,16 @@ def conversation(sample: Sample, prompt: str) -> list[dict]:
     text = f"{sample.question}\n{prompt}" if prompt else sample.question
     content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]
+
+
+def grounding_frame(sample: Sample, model_type: str, image_settings) -> dict:
+    """How the model's coordinates for the sample's image map to its original pixels (the fields
+    of qwen_vl.grounding.Frame), for the grounding metric."""
+    from qwen_vl.grounding import frame_for
+    from qwen_vl.processing import load_image
+
+    width, height = sample.meta.get("width"), sample.meta.get("height")
+    if not width or not height:
+        image = sample.image.load() if isinstance(sample.image, ds.ParquetImage) else sample.image
+        width, height = load_image(image).size
+    return asdict(frame_for(model_type, int(width), int(height), image_settings))

@@ -1,4 +1,4 @@
-"""The `qwen-vl` command line: caption, ask, chat, info, train, eval.
+"""The `qwen-vl` command line: caption, ask, ground, chat, info, train, eval.
 
 Heavy imports (torch, transformers) happen inside the commands, so `--help` is instant. Every
 error a user can cause is one line on stderr and exit code 2.
@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from .media_types import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
 app = typer.Typer(
     name="qwen-vl",
     help="Qwen2.5-VL vision-language models on your machine: caption, ask, chat, train, evaluate.",
@@ -24,8 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 # ---- options shared by the generating commands ------------------------------------------------
 Model = Annotated[
@@ -66,8 +66,10 @@ def sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
 def load(model: str | None, device: str | None, dtype: str | None):
     from rich.console import Console
 
-    from .loading import load_model
+    from .loading import BUNDLED_MODEL_NOTICE, is_bundled, load_model
 
+    if is_bundled(model):
+        typer.echo(f"note: {BUNDLED_MODEL_NOTICE}", err=True)
     with Console(stderr=True).status("loading model", spinner="dots"):
         return load_model(model, device=device, dtype=dtype)
 
@@ -130,18 +132,18 @@ def caption(
     paths = expand_media(images, IMAGE_EXTENSIONS)
 
     def work():
-        from .errors import MediaError
+        from .errors import QwenVLError
         from .generation import generate_text
-        from .processing import load_image
 
         cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         mdl, proc = load(model, device, dtype)
         failed = 0
         loaded = []
-        for path in paths:  # read every image first so one bad file is reported, not fatal
+        for path in paths:  # check every image's header first so one bad file is reported, not fatal
             try:
-                loaded.append((path, load_image(path)))
-            except MediaError as err:
+                proc.open_checked_image(path, **({"max_pixels": max_pixels} if max_pixels else {}))
+                loaded.append(path)
+            except QwenVLError as err:
                 typer.echo(f"error: {err}", err=True)
                 failed += 1
         for start in range(0, len(loaded), batch_size):
@@ -151,12 +153,12 @@ def caption(
                 [
                     {
                         "role": "user",
-                        "content": [{"type": "image", "image": img, **extra}, {"type": "text", "text": prompt}],
+                        "content": [{"type": "image", "image": path, **extra}, {"type": "text", "text": prompt}],
                     }
                 ]
-                for _, img in chunk
+                for path in chunk
             ]
-            for (path, _), text in zip(chunk, generate_text(mdl, proc, convs, cfg), strict=True):
+            for path, text in zip(chunk, generate_text(mdl, proc, convs, cfg), strict=True):
                 line = (
                     json.dumps({"image": path, "caption": text}, ensure_ascii=False)
                     if json_lines
@@ -171,10 +173,16 @@ def caption(
 
 @app.command()
 def ask(
-    media: Annotated[list[str], typer.Argument(help="Images and/or videos (by extension), globs or folders.")],
     question: Annotated[str, typer.Option("--question", "-q", help="The question to ask about the media.")],
+    media: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images and/or videos (by extension), globs or folders; none for text only."),
+    ] = None,
     fps: Annotated[float | None, typer.Option(min=0.01, help="Video frames sampled per second (default 2).")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Pixel budget per image or video frame.")] = None,
+    add_vision_id: Annotated[
+        bool, typer.Option("--add-vision-id", help="Label the media 'Picture 1:', 'Video 1:', ... in the prompt.")
+    ] = False,
     model: Model = None,
     device: Device = None,
     dtype: Dtype = None,
@@ -187,7 +195,7 @@ def ask(
     stop: Stop = None,
 ):
     """Ask a question about one or more images and videos; the answer streams to stdout."""
-    paths = expand_media(media, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    paths = expand_media(media or [], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
 
     def work():
         from .generation import stream_text
@@ -195,6 +203,8 @@ def ask(
         content = [media_item(p, fps, max_pixels) for p in paths] + [{"type": "text", "text": question}]
         cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
         mdl, proc = load(model, device, dtype)
+        if add_vision_id:
+            proc.add_vision_id = True
         for piece in stream_text(mdl, proc, [{"role": "user", "content": content}], cfg):
             sys.stdout.write(piece)
             sys.stdout.flush()
@@ -212,6 +222,112 @@ def media_item(path: str, fps: float | None = None, max_pixels: int | None = Non
     if Path(path).suffix.lower() in VIDEO_EXTENSIONS:
         return {"type": "video", "video": path, **({"fps": fps} if fps else {}), **extra}
     return {"type": "image", "image": path, **extra}
+
+
+@app.command()
+def ground(
+    image: Annotated[str, typer.Argument(help="The image to search.")],
+    query: Annotated[
+        str | None, typer.Argument(help="What to find, e.g. 'red car' (default: every object it can find).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: image, width, height, boxes, points, answer.")
+    ] = False,
+    draw_path: Annotated[
+        Path | None, typer.Option("--draw", help="Save the image with the boxes and points drawn (e.g. out.png).")
+    ] = None,
+    points: Annotated[bool, typer.Option("--points", help="Ask for points instead of boxes.")] = False,
+    prompt: Annotated[str | None, typer.Option(help="Instruction sent instead of the built one.")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="Pixel budget for the image.")] = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    max_new_tokens: MaxNew = 256,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    repetition_penalty: RepPenalty = 1.0,
+    seed: Seed = None,
+):
+    """Find what QUERY names in IMAGE; boxes and points are printed in the image's own pixels."""
+
+    def work():
+        from .errors import MediaError
+        from .generation import generate_text
+        from .grounding import frame_for, grounding_prompt, grounding_to_original, parse_answer
+        from .processing import load_image
+
+        if Path(image).suffix.lower() in VIDEO_EXTENSIONS:
+            raise MediaError(f"{image}: is a video; ground finds objects in still images")
+        draw_format = image_format_for(draw_path) if draw_path else None
+        picture = load_image(image)
+        cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        mdl, proc = load(model, device, dtype)
+        extra = {"max_pixels": max_pixels} if max_pixels else {}
+        instruction = prompt or grounding_prompt(query, points=points)
+        content = [{"type": "image", "image": picture, **extra}, {"type": "text", "text": instruction}]
+        answer = generate_text(mdl, proc, [[{"role": "user", "content": content}]], cfg)[0]
+        frame = frame_for(mdl.config.model_type, picture.width, picture.height, proc.image_settings, **extra)
+        found = grounding_to_original(parse_answer(answer), frame)
+        if draw_path:
+            save_drawing(picture, found, draw_path, draw_format)
+        if json_output:
+            typer.echo(json.dumps(grounding_record(image, picture, found, answer), ensure_ascii=False))
+        else:
+            for line in grounding_lines(found, answer):
+                typer.echo(line)
+
+    run_safely(work)
+
+
+def image_format_for(path: Path) -> str:
+    """The Pillow format a file name asks for (checked before the model runs)."""
+    from PIL import Image
+
+    name = Image.registered_extensions().get(path.suffix.lower())
+    if name is None:
+        from .errors import MediaError
+
+        raise MediaError(f"{path}: unknown image type {path.suffix or '(no extension)'}; use .png or .jpg")
+    return name
+
+
+def save_drawing(picture, found, path: Path, image_format: str) -> None:
+    from .fileio import atomic_path
+    from .grounding import draw
+
+    with atomic_path(path) as tmp:
+        draw(picture, found.boxes, found.points).save(tmp, format=image_format)
+
+
+def pixels(values) -> list[int]:
+    return [round(v) for v in values]
+
+
+def grounding_record(image: str, picture, found, answer: str) -> dict:
+    """The --json output: coordinates in original image pixels."""
+    return {
+        "image": image,
+        "width": picture.width,
+        "height": picture.height,
+        "boxes": [{"label": b.label, "bbox_2d": pixels(b.corners)} for b in found.boxes],
+        "points": [{"label": p.label, "point_2d": pixels(p.coords)} for p in found.points],
+        "answer": answer,
+    }
+
+
+def grounding_lines(found, answer: str) -> list[str]:
+    """Human-readable output: one line per box or point, or the answer when none could be read."""
+    if not found:
+        return ["no boxes or points in the answer:", answer]
+    lines = []
+    for box in found.boxes:
+        x1, y1, x2, y2 = pixels(box.corners)
+        lines.append(f"box    ({x1}, {y1}) - ({x2}, {y2})  {box.label}".rstrip())
+    for point in found.points:
+        x, y = pixels(point.coords)
+        lines.append(f"point  ({x}, {y})  {point.label}".rstrip())
+    return lines
 
 
 @app.command()
@@ -357,9 +473,15 @@ def parameter_counts(files) -> tuple[dict[str, int], set[str], int]:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def train(ctx: typer.Context):
     """Train or fine-tune (stages 1-3): `qwen-vl train --config training/configs/stage1.yaml`. See training/README.md."""
-    from qwen_vl.training.train import main as train_main
 
-    raise typer.Exit(train_main(ctx.args) or 0)
+    def work():
+        from .extras import needs_extras
+
+        with needs_extras("qwen-vl train"):
+            from qwen_vl.training.train import main as train_main
+        return train_main(ctx.args)
+
+    raise typer.Exit(run_safely(work) or 0)
 
 
 @app.command(
@@ -367,15 +489,21 @@ def train(ctx: typer.Context):
 )
 def evaluate(ctx: typer.Context):
     """Run a benchmark: `qwen-vl eval --task textvqa --data DIR --model DIR`. See eval/README.md."""
-    from qwen_vl.eval.runner import main as eval_main
 
-    raise typer.Exit(eval_main(ctx.args) or 0)
+    def work():
+        from .extras import needs_extras
+
+        with needs_extras("qwen-vl eval"):
+            from qwen_vl.eval.runner import main as eval_main
+        return eval_main(ctx.args)
+
+    raise typer.Exit(run_safely(work) or 0)
 
 
 # One-shot commands end once their output is flushed: they skip the interpreter's teardown, whose
 # unloading of torch costs about 0.5 s on 2 cores (a fifth of `caption`'s budget). The others keep
 # the normal exit, which joins worker processes and runs atexit hooks.
-QUICK_EXIT_COMMANDS = {"caption", "ask"}
+QUICK_EXIT_COMMANDS = {"caption", "ask", "ground"}
 
 
 def main() -> None:

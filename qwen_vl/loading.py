@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OptionError
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "model"
 BUNDLED_MODEL_NOTICE = (
@@ -60,11 +60,27 @@ def _from_hub(repo_id: str) -> Path:
 
 
 def pick_device(device: str | None = None) -> str:
-    if device:
-        return device
+    """The device to run on: `device` checked against what this torch build and machine offer, or
+    cuda where there is one, else cpu."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise OptionError(f"--device {device}: not a device (use cpu, cuda, cuda:N or mps)") from None
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"--device {device}: cuda requested but this torch has no CUDA or sees no GPU")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise OptionError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"--device {device}: mps requested but it is not available here")
+    elif kind not in ("cpu", "cuda", "mps"):
+        raise OptionError(f"--device {device}: {kind} is not supported (use cpu, cuda, cuda:N or mps)")
+    return device
 
 
 def load_model(ref: str | os.PathLike | None = None, device: str | None = None, dtype=None):
@@ -84,6 +100,7 @@ def load_model(ref: str | os.PathLike | None = None, device: str | None = None, 
         processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{model_dir}: tokenizer or preprocessor config unreadable ({err})") from None
+    processor.max_prompt_tokens = model.config.text.max_position_embeddings  # refuse oversized images early
     return model, processor
 
 

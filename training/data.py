@@ -2,7 +2,10 @@
 (input_ids, labels, vision inputs), and counting of the samples that had to be skipped.
 
 A line is `{"messages": [...]}` in the content-list format; media paths are relative to the data
-file. The sample order is a pure function of (seed, epoch), so a resumed run sees the same data."""
+file. An assistant turn may hold `{"type": "boxes", "boxes": [{"bbox_2d": [x1, y1, x2, y2],
+"label": ...}], "points": [{"point_2d": [x, y], "label": ...}]}` in ORIGINAL pixels of the latest
+image before it; encoding writes them as the model answers, in that image's resized coordinates.
+The sample order is a pure function of (seed, epoch), so a resumed run sees the same data."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from pathlib import Path
 import torch
 
 from qwen_vl.errors import MediaError
+from qwen_vl.grounding import Box, Point, clip, format_answer, frame_for, to_model
+from qwen_vl.processing.image import load_image
 
 from .config import ConfigError, DataSource
 
@@ -101,10 +106,71 @@ def assistant_labels(input_ids: list[int], tokenizer) -> list[int]:
     return labels
 
 
-class ConversationData:
-    """Weighted mix of JSON Lines files -> encoded samples in a deterministic order."""
+IMAGE_SIZE_OPTIONS = ("min_pixels", "max_pixels", "resized_height", "resized_width")
 
-    def __init__(self, sources: list[DataSource], processor, max_seq_len: int):
+
+def place_boxes(messages: list[dict], base_dir, image_settings, model_type: str) -> list[dict]:
+    """The messages with every `{"type": "boxes"}` item replaced by the text the model answers
+    with: the boxes and points (original pixels of the latest image before them) mapped to that
+    image's model coordinates, which depend on its size and pixel budget. Images of a conversation
+    that has boxes are read here once and passed on as pictures. ValueError for a malformed item."""
+    if not any(_is_boxes(item) for message in messages for item in _content(message)):
+        return messages
+    out, image, image_options = [], None, {}
+    for message in messages:
+        content = []
+        for item in _content(message):
+            if isinstance(item, dict) and item.get("type") == "image":
+                image = load_image(item["image"], base_dir)
+                image_options = {k: item[k] for k in IMAGE_SIZE_OPTIONS if k in item}
+                item = {**item, "image": image}
+            elif _is_boxes(item):
+                if image is None:
+                    raise ValueError("a boxes item comes before any image")
+                frame = frame_for(model_type, image.width, image.height, image_settings, **image_options)
+                item = {"type": "text", "text": _answer_text(item, frame, model_type)}
+            content.append(item)
+        out.append({**message, "content": content} if isinstance(message.get("content"), list) else message)
+    return out
+
+
+def _answer_text(item: dict, frame, model_type: str) -> str:
+    boxes = [Box(*_coords(b, "bbox_2d", 4), _label(b)) for b in item.get("boxes", [])]
+    points = [Point(*_coords(p, "point_2d", 2), _label(p)) for p in item.get("points", [])]
+    return format_answer([_model_shape(b, frame) for b in boxes], [_model_shape(p, frame) for p in points], model_type)
+
+
+def _label(entry: dict) -> str:
+    return str(entry.get("label", ""))
+
+
+def _content(message) -> list:
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, list) else []
+
+
+def _is_boxes(item) -> bool:
+    return isinstance(item, dict) and item.get("type") == "boxes"
+
+
+def _coords(entry: dict, key: str, count: int) -> list[float]:
+    values = entry.get(key) if isinstance(entry, dict) else None
+    if not isinstance(values, list) or len(values) != count:
+        raise ValueError(f"{key} needs {count} numbers, got {values!r}")
+    return [float(v) for v in values]
+
+
+def _model_shape(shape, frame):
+    """Original pixels -> whole model coordinates, kept inside the model's image."""
+    return clip(to_model(shape, frame), frame.model_width, frame.model_height)
+
+
+class ConversationData:
+    """Weighted mix of JSON Lines files -> encoded samples in a deterministic order.
+
+    model_type (config.json's) decides how boxes are written (see place_boxes)."""
+
+    def __init__(self, sources: list[DataSource], processor, max_seq_len: int, model_type: str = "qwen2_5_vl"):
         self.sources = sources
         self.files = []
         for source in sources:
@@ -116,6 +182,7 @@ class ConversationData:
             raise ConfigError(f"data: no samples in {', '.join(s.path for s in sources)}")
         self.processor = processor
         self.max_seq_len = max_seq_len
+        self.model_type = model_type
         self.skipped: Counter[str] = Counter()
         self._order_cache: tuple[int, int, list[tuple[int, int]]] | None = None
 
@@ -164,6 +231,7 @@ class ConversationData:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return self._skip("bad_json")
         try:
+            messages = place_boxes(messages, file.path.parent, self.processor.image_settings, self.model_type)
             batch = self.processor(
                 messages, add_generation_prompt=False, padding_side="right", base_dir=file.path.parent
             )
@@ -197,4 +265,4 @@ class ConversationData:
         return None
 
 
-__all__ = ["ConversationData", "Sample", "assistant_labels", "SKIP_REASONS", "IGNORE"]
+__all__ = ["ConversationData", "Sample", "assistant_labels", "place_boxes", "SKIP_REASONS", "IGNORE"]

@@ -7,6 +7,7 @@ from qwen_vl.eval.datasets.jsonl import load_jsonl, load_synthetic
 from qwen_vl.eval.datasets.mmbench import load_mmbench
 from qwen_vl.eval.datasets.ocrbench import load_ocrbench
 from qwen_vl.eval.datasets.parquet import ParquetImage, load_parquet
+from qwen_vl.eval.datasets.refcoco import load_grounding, load_refcoco
 from qwen_vl.eval.datasets.textvqa import load_textvqa
 from qwen_vl.eval.datasets.vqav2 import load_vqav2
 
@@ -22,6 +23,8 @@ __all__ = [
     "load_mmbench",
     "load_ocrbench",
     "load_parquet",
+    "load_grounding",
+    "load_refcoco",
     "load_textvqa",
     "load_vqav2",
 ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ IMAGE_FACTOR = PATCH_SIZE * MERGE_SIZE  # 28: both sides are multiples of this
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 16384
 MAX_RATIO = 200
+MAX_MEDIA_BYTES = 2**30  # 1 GiB: a larger image or video file is refused before it is read
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
 
@@ -62,6 +65,25 @@ def resolve_path(source: str | os.PathLike, base_dir: str | os.PathLike | None =
     return path
 
 
+def checked_media_file(source: str | os.PathLike, path: Path, kind: str) -> Path:
+    """`path` if it is a regular file (after symlinks) of at most MAX_MEDIA_BYTES; else one clear
+    MediaError. A FIFO would block a read forever and /dev/zero would fill the memory."""
+    name = describe(source)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise MediaError(f"{kind} {name}: file not found ({path})") from None
+    except OSError as exc:
+        raise MediaError(f"{kind} {name}: cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise MediaError(f"{kind} {name}: is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(f"{kind} {name}: not a regular file (a pipe, socket or device)")
+    if info.st_size > MAX_MEDIA_BYTES:
+        raise MediaError(f"{kind} {name}: {info.st_size / 2**30:.1f} GiB, over the {MAX_MEDIA_BYTES >> 30} GiB limit")
+    return path
+
+
 def read_media_bytes(source: str | os.PathLike, base_dir=None, kind: str = "image") -> bytes:
     """The raw bytes behind a path, file:// URI or data: URI."""
     name = describe(source)
@@ -77,13 +99,9 @@ def read_media_bytes(source: str | os.PathLike, base_dir=None, kind: str = "imag
     elif text.startswith(("http://", "https://")):
         raise MediaError(f"{kind} {name}: remote URLs are not fetched; download the file first")
     else:
-        path = resolve_path(text, base_dir)
+        path = checked_media_file(source, resolve_path(text, base_dir), kind)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
-            raise MediaError(f"{kind} {name}: file not found ({path})") from None
-        except IsADirectoryError:
-            raise MediaError(f"{kind} {name}: is a directory, not a file") from None
         except OSError as exc:
             raise MediaError(f"{kind} {name}: cannot read file ({exc.strerror or exc})") from None
     if not data:
@@ -91,12 +109,25 @@ def read_media_bytes(source: str | os.PathLike, base_dir=None, kind: str = "imag
     return data
 
 
-def _decode(data: bytes, name: str) -> Image.Image:
+def _open(data: bytes, name: str) -> Image.Image:
+    """The image's header: size and mode known, pixels not decoded yet."""
+    with _pil_errors(name):
+        return Image.open(io.BytesIO(data))
+
+
+def _decode(image: Image.Image, name: str) -> Image.Image:
+    with _pil_errors(name):
+        image.load()  # decode now so corrupt data fails here, not later
+    return image
+
+
+@contextlib.contextmanager
+def _pil_errors(name: str):
+    """Pillow's errors while opening or decoding, as one MediaError naming the image."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.load()  # decode now so corrupt data fails here, not later
+            yield
     except Image.DecompressionBombError:
         raise MediaError(
             f"image {name}: too many pixels (over Pillow's decompression-bomb limit of "
@@ -107,7 +138,6 @@ def _decode(data: bytes, name: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "data is truncated" if "truncated" in str(exc) else f"corrupt image data ({exc})"
         raise MediaError(f"image {name}: {reason}") from None
-    return image
 
 
 def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
@@ -143,21 +173,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
-def load_image(source: ImageSource, base_dir: str | os.PathLike | None = None) -> Image.Image:
-    """Local path, file:// URI, data:image/...;base64 URI, raw bytes or PIL image -> RGB PIL image."""
+def open_image(source: ImageSource, base_dir: str | os.PathLike | None = None) -> Image.Image:
+    """Any image source (see load_image), read up to its header: its size is known and its pixels are
+    not decoded yet, so a pixel budget can be checked first. Pass the result to load_image."""
     name = describe(source)
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
             raise MediaError(f"image {name}: data is empty")
-        image = _decode(bytes(source), name)
+        image = _open(bytes(source), name)
     elif isinstance(source, (str, os.PathLike)):
-        image = _decode(read_media_bytes(source, base_dir, "image"), name)
+        image = _open(read_media_bytes(source, base_dir, "image"), name)
     else:
         raise MediaError(f"image {name}: unsupported source type (use a path, URI, bytes or PIL image)")
     if image.width < 1 or image.height < 1:
         raise MediaError(f"image {name}: has no pixels ({image.width}x{image.height})")
+    return image
+
+
+def load_image(source: ImageSource, base_dir: str | os.PathLike | None = None) -> Image.Image:
+    """Local path, file:// URI, data:image/...;base64 URI, raw bytes or PIL image (also one from
+    open_image) -> RGB PIL image."""
+    name = describe(source)
+    image = _decode(open_image(source, base_dir), name)
     try:
         return to_rgb(image)
     except (OSError, ValueError) as exc:

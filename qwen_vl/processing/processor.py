@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+from PIL import Image
 
+from qwen_vl.errors import MediaError, OptionError, PromptTooLongError
 from qwen_vl.fileio import atomic_write_text
 from qwen_vl.processing.chat import (
     CHAT_TEMPLATE,
@@ -18,13 +21,23 @@ from qwen_vl.processing.chat import (
     VIDEO_PAD,
     expand_placeholders,
     media_items,
-    validate_messages,
+    normalize_messages,
 )
-from qwen_vl.processing.image import ImageSettings, image_to_patches, load_image
+from qwen_vl.processing.image import ImageSettings, describe, image_to_patches, load_image, open_image, target_size
 from qwen_vl.processing.video import VideoSettings, preprocess_video
 
+IMAGE_SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width")
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 VIDEO_PREPROCESSOR_CONFIG = "video_preprocessor_config.json"
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with lone surrogates (a command line's undecodable bytes, a JSON "\\ud800" escape)
+    replaced by U+FFFD: the tokenizer refuses them, and every entry point passes through here."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 @dataclass
@@ -74,9 +87,11 @@ class QwenVLProcessor:
         video_settings: VideoSettings | None = None,
         base_dir: str | os.PathLike | None = None,
         video_backend: str = "auto",
+        add_vision_id: bool = False,
         **image_kwargs,
     ):
-        """image_kwargs: any ImageSettings field (min_pixels, max_pixels, patch_size, ...)."""
+        """image_kwargs: any ImageSettings field (min_pixels, max_pixels, patch_size, ...).
+        add_vision_id: the default for calls that do not say (labels "Picture N: " / "Video N: ")."""
         self.tokenizer = tokenizer
         self.image_settings = image_settings or ImageSettings(**image_kwargs)
         if image_settings is not None and image_kwargs:
@@ -84,6 +99,8 @@ class QwenVLProcessor:
         self.video_settings = video_settings or VideoSettings()
         self.base_dir = base_dir
         self.video_backend = video_backend
+        self.add_vision_id = add_vision_id
+        self.max_prompt_tokens: int | None = None  # the model's context, set by load_model; None = unchecked
         if not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = CHAT_TEMPLATE
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
@@ -154,11 +171,24 @@ class QwenVLProcessor:
         }
 
     # ---- text ----------------------------------------------------------------------------
-    def apply_chat_template(self, conversation: list[dict], add_generation_prompt: bool = True) -> str:
-        validate_messages(conversation)
+    def apply_chat_template(
+        self, conversation: list[dict], add_generation_prompt: bool = True, add_vision_id: bool | None = None
+    ) -> str:
+        """The prompt text of one conversation, its content parts normalised first (any accepted
+        spelling renders the same placeholders under any Qwen template)."""
+        add_vision_id = self.add_vision_id if add_vision_id is None else bool(add_vision_id)
+        extra = {}
+        if add_vision_id:
+            self._check_vision_id_support()
+            extra["add_vision_id"] = True
         return self.tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=add_generation_prompt
+            normalize_messages(conversation), tokenize=False, add_generation_prompt=add_generation_prompt, **extra
         )
+
+    def _check_vision_id_support(self) -> None:
+        # A template without the flag would ignore it and render no labels.
+        if "add_vision_id" not in (getattr(self.tokenizer, "chat_template", None) or ""):
+            raise OptionError("add_vision_id: this model's chat template has no 'Picture N:' labels")
 
     def decode(self, token_ids, **kwargs) -> str:
         return self.tokenizer.decode(token_ids, **kwargs)
@@ -173,29 +203,27 @@ class QwenVLProcessor:
         add_generation_prompt: bool = True,
         padding_side: str = "left",
         base_dir: str | os.PathLike | None = None,
+        add_vision_id: bool | list[bool] | None = None,
     ) -> ProcessorOutput:
+        """add_vision_id: True / False for every conversation, one flag per conversation, or None for
+        the processor's default; numbering restarts with each conversation."""
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         batch = [conversations] if conversations and isinstance(conversations[0], dict) else conversations
+        vision_ids = vision_id_flags(add_vision_id, len(batch))
         base_dir = self.base_dir if base_dir is None else base_dir
         merge_area = self.image_settings.merge_size**2
 
         sequences: list[list[int]] = []
         image_rows, image_grids, video_rows, video_grids, video_seconds = [], [], [], [], []
-        for conversation in batch:
-            text = self.apply_chat_template(conversation, add_generation_prompt)
+        for conversation, vision_id in zip(batch, vision_ids, strict=True):
+            conversation = normalize_messages(conversation)
+            text = valid_unicode(self.apply_chat_template(conversation, add_generation_prompt, vision_id))
             counts = []
             for item in media_items(conversation):
                 if item.kind == "image":
-                    rows, grid = image_to_patches(
-                        load_image(item.source, base_dir),
-                        self.image_settings,
-                        **{
-                            k: v
-                            for k, v in item.options.items()
-                            if k in ("min_pixels", "max_pixels", "resized_height", "resized_width")
-                        },
-                    )
+                    sizes = {k: v for k, v in item.options.items() if k in IMAGE_SIZE_KEYS}
+                    rows, grid = self._image_patches(item.source, base_dir, sizes)
                     image_rows.append(rows)
                     image_grids.append(grid)
                 else:
@@ -226,6 +254,28 @@ class QwenVLProcessor:
             second_per_grid_ts=torch.tensor(video_seconds, dtype=torch.float32) if video_seconds else None,
         )
 
+    def _image_patches(self, source, base_dir, sizes: dict) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """One image's patch rows and grid."""
+        image = self.open_checked_image(source, base_dir, **sizes)
+        return image_to_patches(load_image(image), self.image_settings, **sizes)
+
+    def open_checked_image(self, source, base_dir=None, **sizes) -> Image.Image:
+        """An image read up to its header, refused (one line naming it) where its shape or token count
+        does not fit. Its size and the pixel budget fix the token count before any pixel is decoded,
+        so an image that alone would overflow the context costs no memory."""
+        image = open_image(source, self.base_dir if base_dir is None else base_dir)
+        try:
+            height, width = target_size(image.height, image.width, self.image_settings, **sizes)
+        except MediaError as err:
+            raise MediaError(f"image {describe(source)}: {err}") from None
+        tokens = height * width // self.image_settings.factor**2
+        if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:
+            raise PromptTooLongError(
+                f"image {describe(source)}: {image.width}x{image.height} at this pixel budget is {tokens:,} tokens, "
+                f"over the model's context of {self.max_prompt_tokens:,}; lower max_pixels"
+            )
+        return image
+
     def _expand(self, ids: list[int], counts: list[tuple[str, int]]) -> list[int]:
         return expand_placeholders(ids, {"image": self.image_token_id, "video": self.video_token_id}, counts)
 
@@ -242,6 +292,16 @@ class QwenVLProcessor:
             input_ids[row, span] = torch.tensor(seq, dtype=torch.long)
             attention_mask[row, span] = 1
         return input_ids, attention_mask
+
+
+def vision_id_flags(add_vision_id: bool | list[bool] | None, count: int) -> list[bool | None]:
+    """One add_vision_id flag (None = the processor's default) per conversation of a batch."""
+    if add_vision_id is None or isinstance(add_vision_id, bool):
+        return [add_vision_id] * count
+    flags = list(add_vision_id)
+    if len(flags) != count:
+        raise OptionError(f"add_vision_id: {len(flags)} flags for {count} conversations")
+    return [None if f is None else bool(f) for f in flags]
 
 
 def image_settings_from_config(config: dict) -> dict:

@@ -14,6 +14,7 @@ from PIL import Image
 from qwen_vl.errors import MediaError
 from qwen_vl.processing.image import (
     ImageSettings,
+    checked_media_file,
     describe,
     load_image,
     pil_to_tensor,
@@ -23,7 +24,7 @@ from qwen_vl.processing.image import (
     smart_resize,
 )
 from qwen_vl.processing.patches import normalization, patchify
-from qwen_vl.processing.video_readers import open_video
+from qwen_vl.processing.video_readers import native_logs_silenced, open_video
 from qwen_vl.processing.video_sampling import (
     FPS,
     FPS_MIN_FRAMES,
@@ -77,12 +78,7 @@ def _local_video_path(source, base_dir) -> tuple[str, bool]:
     elif os.fspath(source).startswith("data:"):
         data = read_media_bytes(source, kind="video")
     else:
-        path = resolve_path(source, base_dir)
-        if not path.exists():
-            raise MediaError(f"video {describe(source)}: file not found ({path})")
-        if path.is_dir():
-            raise MediaError(f"video {describe(source)}: is a directory, not a file")
-        return str(path), False
+        return str(checked_media_file(source, resolve_path(source, base_dir), "video")), False
     if not data:
         raise MediaError(f"video {describe(source)}: data is empty")
     handle = tempfile.NamedTemporaryFile(suffix=".video", delete=False)
@@ -115,7 +111,8 @@ def read_video(
         count = sample_frame_count(selected.count, reader.fps, fps, nframes, min_frames, max_frames, name)
         indices = sample_indices(selected, count)
         try:
-            frames = reader.frames(indices)
+            with native_logs_silenced():
+                frames = reader.frames(indices)
         except MediaError:
             raise
         except Exception as exc:
@@ -155,14 +152,20 @@ def video_target_size(
     max_pixels: int | None = None,
     resized_height: int | None = None,
     resized_width: int | None = None,
+    total_pixels: int | None = None,
 ) -> tuple[int, int]:
-    """Frame resolution: per-frame budget shared down by the total budget, or explicit size."""
+    """Frame resolution: per-frame budget shared down by the total budget, or explicit size.
+
+    An explicit size is snapped to the factor grid within the image bounds, or within this
+    item's own min_pixels / max_pixels when given (as for still images); the video budget and
+    total_pixels size only frames that have no explicit size (qwen-vl-utils rule)."""
     count, height, width = video.frames.shape[:3]
     if (resized_height is None) != (resized_width is None):
         raise MediaError("video: resized_height and resized_width must be given together")
     if resized_height is not None:
-        return smart_resize(int(resized_height), int(resized_width), image_settings.factor)
-    return frame_size(count, height, width, image_settings, video_settings, min_pixels, max_pixels)
+        bounds = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+        return smart_resize(int(resized_height), int(resized_width), image_settings.factor, **bounds)
+    return frame_size(count, height, width, image_settings, video_settings, min_pixels, max_pixels, total_pixels)
 
 
 def frame_size(
@@ -173,12 +176,14 @@ def frame_size(
     video_settings: VideoSettings,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    total_pixels: int | None = None,
 ) -> tuple[int, int]:
     """Model resolution of `count` sampled frames of height x width: the per-frame budget, shared
-    down by the total budget."""
+    down by the total budget (the item's total_pixels, else the settings')."""
     low = video_settings.min_pixels if min_pixels is None else int(min_pixels)
     requested = video_settings.max_pixels if max_pixels is None else int(max_pixels)
-    cap = frame_max_pixels(count, low, requested, video_settings.total_pixels)
+    total = video_settings.total_pixels if total_pixels is None else total_pixels
+    cap = frame_max_pixels(count, low, requested, total)
     return smart_resize(height, width, image_settings.factor, low, cap)
 
 
@@ -216,8 +221,25 @@ def video_to_patches(
     return VideoPatches(rows, grid, video.sampled_fps, image_settings.temporal_patch_size / video.sampled_fps)
 
 
-VIDEO_ITEM_KEYS = ("fps", "nframes", "min_frames", "max_frames", "video_start", "video_end")
-SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width")
+VIDEO_ITEM_KEYS = ("fps", "nframes", "min_frames", "max_frames", "video_start", "video_end", "sample_fps")
+SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width", "total_pixels")
+# How frames are picked from a file; a frame list is used whole, so these have no meaning there.
+FILE_SAMPLING_KEYS = ("nframes", "min_frames", "max_frames", "video_start", "video_end")
+
+
+def frame_list_fps(options: dict, name: str) -> float | None:
+    """The rate of a frame list: `sample_fps` (qwen-vl-utils 0.0.14) or `fps` (earlier
+    releases and this project), which must agree when both are given."""
+    misplaced = [k for k in FILE_SAMPLING_KEYS if options.get(k) is not None]
+    if misplaced:
+        raise MediaError(f"{name}: {misplaced[0]} picks frames from a video file; a frame list is used whole")
+    fps, sample_fps = options.get("fps"), options.get("sample_fps")
+    if fps is not None and sample_fps is not None and float(fps) != float(sample_fps):
+        raise MediaError(f"{name}: fps={fps} and sample_fps={sample_fps} disagree; give one")
+    rate = sample_fps if sample_fps is not None else fps
+    if rate is not None and not float(rate) > 0:
+        raise MediaError(f"{name}: fps must be positive, got {rate}")
+    return rate
 
 
 def preprocess_video(
@@ -230,13 +252,16 @@ def preprocess_video(
 ) -> VideoPatches:
     """A video file/URI/bytes or a list of frames, with per-item options (fps, nframes,
     min_frames, max_frames, video_start, video_end, min_pixels, max_pixels, resized_height,
-    resized_width) -> VideoPatches."""
+    resized_width, total_pixels; sample_fps for frame lists) -> VideoPatches."""
     unknown = set(options) - set(VIDEO_ITEM_KEYS) - set(SIZE_KEYS)
     if unknown:
         raise MediaError(f"video {describe(source)}: unknown option(s) {sorted(unknown)}")
     sizes = {k: options[k] for k in SIZE_KEYS if options.get(k) is not None}
     if isinstance(source, (list, tuple)):
-        video = frames_as_video(list(source), options.get("fps"), base_dir)
+        rate = frame_list_fps(options, "video <frame list>")
+        video = frames_as_video(list(source), rate, base_dir)
+    elif options.get("sample_fps") is not None:
+        raise MediaError(f"video {describe(source)}: sample_fps is the rate of a frame list; use fps for a file")
     else:
         video = read_video(
             source,

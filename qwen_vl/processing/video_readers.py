@@ -7,7 +7,10 @@ the i-th frame in presentation order, the same numbering for both backends.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
+import sys
+import tempfile
 from typing import Protocol
 
 import numpy as np
@@ -129,8 +132,28 @@ def reader_error(exc: Exception, path: str) -> str:
     return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def native_logs_silenced():
+    """Native decoders (decord and the FFmpeg inside it and PyAV) write their complaints about a bad
+    file straight to file descriptor 2; swallow them, so the one-line error that follows stands alone."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def open_video(path: str, backend: str = "auto", name: str | None = None) -> VideoReader:
     """decord when installed and able to read the file, else PyAV; MediaError if neither can."""
+    with native_logs_silenced():
+        return _open_video(path, backend, name)
+
+
+def _open_video(path: str, backend: str, name: str | None) -> VideoReader:
     name = name or repr(path)
     if os.path.getsize(path) == 0:
         raise MediaError(f"video {name}: file is empty")

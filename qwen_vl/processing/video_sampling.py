@@ -92,6 +92,10 @@ def sample_frame_count(
     [min_frames, min(max_frames, total_frames)] and floored to FRAME_FACTOR."""
     if fps is not None and nframes is not None:
         raise MediaError(f"{name}: give either fps or nframes, not both")
+    if total_frames < FRAME_FACTOR:
+        raise MediaError(
+            f"{name}: has {total_frames} frame; a video needs at least {FRAME_FACTOR} (send a still picture as an image)"
+        )
     if nframes is not None:
         count = round_by_factor(nframes, FRAME_FACTOR)
     else:

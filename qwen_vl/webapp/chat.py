@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ from qwen_vl.processing.image import describe
 
 ERROR_PREFIX = "⚠️ "
 MIN_MAX_PIXELS = 56 * 56  # the preprocessing floor: a smaller budget cannot be met
+# What the page's sliders allow; the API is held to the same (the pixel ceiling is the model's default budget)
+MAX_NEW_TOKENS = 1024
+MAX_TEMPERATURE = 2.0
+FPS_RANGE = (0.5, 8.0)
 log = logging.getLogger(__name__)
 
 
@@ -41,12 +46,19 @@ class GenerationSettings:
             max_new_tokens=int(steps) if steps is not None else None, temperature=self.temperature, top_p=self.top_p
         )
 
-    def check(self) -> None:
+    def check(self, max_pixels_limit: int) -> None:
+        """One line naming the first setting outside what the page's controls allow."""
         self.sampling()
-        if self.fps is None or self.fps <= 0:
-            raise QwenVLError(f"video fps must be above 0, got {self.fps}")
-        if self.max_pixels is not None and self.max_pixels < MIN_MAX_PIXELS:
-            raise QwenVLError(f"max pixels must be at least {MIN_MAX_PIXELS}, got {self.max_pixels}")
+        if self.max_new_tokens > MAX_NEW_TOKENS:
+            raise QwenVLError(f"max_new_tokens must be at most {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
+        if self.temperature > MAX_TEMPERATURE:
+            raise QwenVLError(f"temperature must be at most {MAX_TEMPERATURE}, got {self.temperature}")
+        if self.fps is None or not FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]:
+            raise QwenVLError(f"fps must be between {FPS_RANGE[0]} and {FPS_RANGE[1]}, got {self.fps}")
+        if self.max_pixels is not None and not MIN_MAX_PIXELS <= self.max_pixels <= max_pixels_limit:
+            raise QwenVLError(
+                f"max_pixels must be between {MIN_MAX_PIXELS} and {max_pixels_limit}, got {self.max_pixels}"
+            )
 
 
 @dataclass
@@ -56,6 +68,7 @@ class Turn:
     answer: str = ""
     error: str | None = None
     done: bool = False
+    picture: str | None = None  # the latest image with the answer's boxes and points drawn
 
 
 # ---- media ------------------------------------------------------------------------------------
@@ -133,16 +146,20 @@ def stream_answer(engine, turns: list[Turn], settings: GenerationSettings, max_u
     an unexpected one, by its kind only (the traceback goes to the server's log), so that a bug ends
     the turn instead of leaving the chat waiting for an answer that never comes."""
     turn = turns[-1]
-    turn.answer, turn.error, turn.done = "", None, False
+    turn.answer, turn.error, turn.done, turn.picture = "", None, False, None
     all_files = [p for t in turns for p in t.files]
     try:
-        settings.check()
+        settings.check(engine.default_max_pixels)
         for path in turn.files:
             check_upload(path, max_upload_bytes)
         messages = conversation(turns, settings)
         for piece in engine.stream(messages, settings.sampling()):
             turn.answer += piece
             yield turn
+        try:
+            turn.picture = grounding_picture(engine, turns, settings)
+        except (QwenVLError, ValueError, OSError):  # the answer stands without its picture
+            log.exception("drawing the answer's boxes failed")
     except (QwenVLError, ValueError) as err:
         turn.error = friendly(str(err), all_files)
     except Exception as err:
@@ -150,6 +167,26 @@ def stream_answer(engine, turns: list[Turn], settings: GenerationSettings, max_u
         turn.error = f"internal error ({type(err).__name__}); the server's log has the details"
     turn.done = True
     yield turn
+
+
+def grounding_picture(engine, turns: list[Turn], settings: GenerationSettings) -> str | None:
+    """A PNG (in the temp folder, which Gradio serves) of the conversation's latest image with the
+    boxes and points of the last answer drawn in its own pixels; None when the answer has none."""
+    from qwen_vl.grounding import draw, frame_for, grounding_to_original, parse_answer
+
+    found = parse_answer(turns[-1].answer)
+    images = [p for t in turns if not t.error for p in t.files if media_kind(p) == "image"]
+    if not found or not images:
+        return None
+    picture = load_image(images[-1])
+    extra = {"max_pixels": int(settings.max_pixels)} if settings.max_pixels else {}
+    model_type, image_settings = engine.model.config.model_type, engine.processor.image_settings
+    frame = frame_for(model_type, picture.width, picture.height, image_settings, **extra)
+    found = grounding_to_original(found, frame)
+    handle, path = tempfile.mkstemp(prefix="qwen-vl-boxes-", suffix=".png")
+    with os.fdopen(handle, "wb") as out:
+        draw(picture, found.boxes, found.points).save(out, format="PNG")
+    return path
 
 
 def answer_once(engine, files: list[str], question: str, settings: GenerationSettings, max_upload_bytes: int) -> str:
@@ -176,4 +213,6 @@ def display(turns: list[Turn]) -> list[dict]:
             messages.append({"role": "assistant", "content": ERROR_PREFIX + turn.error})
         elif turn.answer or turn.done:
             messages.append({"role": "assistant", "content": turn.answer or "(empty answer)"})
+            if turn.picture:
+                messages.append({"role": "assistant", "content": {"path": turn.picture}})
     return messages

@@ -11,6 +11,9 @@ import gradio as gr
 from qwen_vl.errors import QwenVLError
 from qwen_vl.loading import BUNDLED_MODEL_NOTICE
 from qwen_vl.webapp.chat import (
+    FPS_RANGE,
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE,
     MIN_MAX_PIXELS,
     GenerationSettings,
     Turn,
@@ -128,11 +131,11 @@ def build_ui(engine: Engine, options: AppOptions, examples_dir: Path = EXAMPLES_
             clear_button = gr.Button("Clear", elem_id="clear")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
-                max_new_tokens = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens")
-                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=128, step=1, label="Max new tokens")
+                temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=0.0, step=0.05, label="Temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
             with gr.Row():
-                fps = gr.Slider(0.5, 8.0, value=2.0, step=0.5, label="Video frames per second")
+                fps = gr.Slider(*FPS_RANGE, value=2.0, step=0.5, label="Video frames per second")
                 max_pixels = gr.Slider(
                     MIN_MAX_PIXELS,
                     default_pixels,

@@ -1,60 +1,12 @@
 """The qwen-vl command line, end to end in subprocesses, on a tiny model directory."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
-from tests.tiny import save_tiny_model_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model_dir(tmp_path_factory.mktemp("cli-model"))
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    root = tmp_path_factory.mktemp("media")
-    (root / "imgs").mkdir()
-    for i, colour in enumerate(["red", "blue", "green"]):
-        Image.new("RGB", (90 + 10 * i, 70), colour).save(root / "imgs" / f"{i}.png")
-    (root / "text.jpg").write_text("not an image")
-    (root / "empty.png").write_bytes(b"")
-    (root / "notes.mp4").write_text("not a video")
-    import av
-
-    with av.open(str(root / "clip.mp4"), "w") as out:
-        stream = out.add_stream("libx264", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(24):
-            frame = av.VideoFrame.from_image(Image.new("RGB", (64, 48), (10 * i, 100, 200)))
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return root
-
-
-def qwen_vl(*args, stdin=None, env=None):
-    """Run the CLI; output decoded without newline translation (a model may emit a bare \\r)."""
-    cmd = [sys.executable, "-m", "qwen_vl.cli", *map(str, args)]
-    result = subprocess.run(
-        cmd, input=stdin and stdin.encode(), capture_output=True, timeout=120, env={**os.environ, **(env or {})}
-    )
-    result.stdout, result.stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
-    return result
-
-
-def assert_clean_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    line = [text for text in result.stderr.splitlines() if text.startswith("error:")]
-    assert line, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
+from tests.cli.support import assert_clean_error, qwen_vl
 
 
 def test_caption_folder_glob_and_json(tiny_dir, media):

@@ -14,9 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def run_without(module: str, code: str) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter where importing `module` fails as if it were not installed."""
     blocked = f"import sys; sys.modules[{module!r}] = None\n"
-    return subprocess.run(
-        [sys.executable, "-c", blocked + code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", blocked + code], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def cli(*args: str) -> str:

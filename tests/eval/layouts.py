@@ -314,6 +314,88 @@ def build_synthetic(root, kind="vqa"):
     return root
 
 
+# ---- referring-expression grounding ---------------------------------------------------------------
+GROUNDING_IMAGE = (64, 48)
+
+
+def build_refcoco(root, refs_name="refs(unc).p", folder="refcoco"):
+    """The refer toolkit's layout: DIR/<folder>/refs(unc).p + instances.json, COCO images in
+    DIR/images/train2014/. Refs: one train (left out), one val with two sentences, one testA."""
+    import pickle
+
+    base = root / folder
+    base.mkdir(parents=True, exist_ok=True)
+    images = [
+        {"id": 9 + i, "file_name": f"COCO_train2014_{9 + i:012d}.jpg", "width": 64, "height": 48} for i in range(3)
+    ]
+    annotations = [
+        {"id": 100 + i, "image_id": 9 + i, "bbox": [4.0 + i, 6.0, 20.0, 10.5], "category_id": 1} for i in range(3)
+    ]
+    refs = [
+        {
+            "ref_id": i,
+            "ann_id": 100 + i,
+            "image_id": 9 + i,
+            "split": split,
+            "file_name": f"COCO_train2014_{9 + i:012d}_{100 + i}.jpg",
+            "category_id": 1,
+            "sent_ids": [10 * i + k for k in range(len(sentences))],
+            "sentences": [
+                {"sent_id": 10 * i + k, "sent": sent, "raw": sent.capitalize(), "tokens": sent.split()}
+                for k, sent in enumerate(sentences)
+            ],
+        }
+        for i, (split, sentences) in enumerate(
+            [("train", ["man on left"]), ("val", ["red box", "the box in red"]), ("testA", ["woman right"])]
+        )
+    ]
+    with open(base / refs_name, "wb") as handle:
+        pickle.dump(refs, handle, protocol=2)
+    (base / "instances.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]})
+    )
+    for i, image in enumerate(images):
+        (root / "images" / "train2014").mkdir(parents=True, exist_ok=True)
+        (root / "images" / "train2014" / image["file_name"]).write_bytes(png_bytes(i, GROUNDING_IMAGE))
+    return base
+
+
+def build_parquet_refcoco(root):
+    """lmms-lab/RefCOCO schema: question_id, image, question, answer [expressions], segmentation,
+    bbox [x, y, w, h], iscrowd, file_name; one file per split."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("val", [["red box", "box in red"], ["blue box"]]), ("testA", [["green box"]])):
+        n = len(rows)
+        table = pa.table(
+            {
+                "question_id": [f"{split}{i}" for i in range(n)],
+                "image": [{"bytes": png_bytes(i, GROUNDING_IMAGE), "path": f"{i}.jpg"} for i in range(n)],
+                "question": ["Please carefully observe the area circled in the image."] * n,
+                "answer": rows,
+                "segmentation": [[1.0, 2.0, 3.0, 4.0]] * n,
+                "bbox": [[2.0 + i, 3.0, 30.0, 20.0] for i in range(n)],
+                "iscrowd": [0] * n,
+                "file_name": [f"COCO_train2014_{i:012d}.jpg" for i in range(n)],
+            }
+        )
+        pq.write_table(table, root / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def build_grounding(root):
+    """The generic grounding JSON Lines: bbox as [x, y, w, h] or bbox_2d as [x1, y1, x2, y2]."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"id": "g1", "image": "imgs/a.png", "query": "the red square", "bbox": [10, 8, 20, 16]},
+        {"image": "imgs/b.png", "query": "blue dot", "bbox_2d": [30, 20, 40, 30], "category": "dots"},
+    ]
+    for i, row in enumerate(rows):
+        (root / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / row["image"]).write_bytes(png_bytes(i, GROUNDING_IMAGE))
+    (root / "boxes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
 LAYOUTS = {
     "vqav2": (build_vqav2, "vqav2", 3),
     "textvqa": (build_textvqa, "textvqa", 3),
@@ -329,4 +411,7 @@ LAYOUTS = {
     "parquet-mmbench": (build_parquet_mmbench, "mmbench", 2),
     "jsonl": (build_jsonl, "jsonl", 2),
     "synthetic-vqa": (build_synthetic, "synthetic-vqa", 3),
+    "refcoco": (build_refcoco, "refcoco", 3),
+    "parquet-refcoco": (build_parquet_refcoco, "refcoco+", 4),
+    "grounding": (build_grounding, "grounding", 2),
 }
