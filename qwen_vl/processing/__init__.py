@@ -1,6 +1,14 @@
 """Media and text processing: images, videos, chat template, tokenizer, batched processor."""
 
-from qwen_vl.processing.chat import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, MediaItem, media_items, render_chat
+from qwen_vl.processing.chat import (
+    CHAT_TEMPLATE,
+    DEFAULT_SYSTEM_PROMPT,
+    MediaItem,
+    media_items,
+    normalize_messages,
+    normalize_part,
+    render_chat,
+)
 from qwen_vl.processing.image import (
     IMAGE_FACTOR,
     MAX_PIXELS,
@@ -43,6 +51,8 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "MediaItem",
     "media_items",
+    "normalize_messages",
+    "normalize_part",
     "render_chat",
     "IMAGE_FACTOR",
     "MAX_PIXELS",
