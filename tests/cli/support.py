@@ -1,5 +1,6 @@
 """Running the CLI in a subprocess and checking its one-line errors."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -22,3 +23,12 @@ def assert_clean_error(result, *fragments):
     assert line, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
+
+
+def exit_code_of_main(module: str, argv: list[str]) -> int:
+    """Call `module`.main(argv) in-process; its exit code whether it returns it or raises SystemExit."""
+    main = importlib.import_module(module).main
+    try:
+        return main(argv)  # some mains turn the parser's exit into their return code
+    except SystemExit as stop:
+        return stop.code

@@ -1,8 +1,8 @@
 """Every command's bad arguments: one `error:` line on stderr and exit code 2, no usage block."""
 
-import importlib
-
 import pytest
+
+from tests.cli.support import exit_code_of_main
 
 COMMANDS = [
     "qwen_vl.eval.runner",
@@ -14,11 +14,7 @@ COMMANDS = [
 @pytest.mark.parametrize("module", COMMANDS)
 @pytest.mark.parametrize("argv", [["--no-such-flag"], []], ids=["unknown flag", "nothing"])
 def test_bad_arguments_are_one_error_line(module, argv, capsys):
-    main = importlib.import_module(module).main
-    try:
-        code = main(argv)  # some mains turn the parser's exit into their return code
-    except SystemExit as stop:
-        code = stop.code
+    code = exit_code_of_main(module, argv)
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: "), err
