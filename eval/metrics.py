@@ -102,112 +102,158 @@ VQA_CONTRACTIONS = {
     "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
     "youve": "you've",
 }  # fmt: skip
-_COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
+_COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")  # vqaEval.py
+_COMMAS_BETWEEN_DIGITS = re.compile(r"(?<=\d)(,)+(?=\d)")  # the EvalAI answer processor
 _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+# Both scripts pass re.UNICODE (= 32) where re.sub takes its `count`: at most 32 periods go.
+VQA_PERIODS_REMOVED = 32
 
 
-def vqa_normalize(answer: str) -> str:
-    """The official VQA answer normalisation.
+def _vqa_clean(text: str) -> str:
+    """Newlines and tabs to spaces, then strip: done to every answer before anything else."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
 
-    1. newlines/tabs -> spaces, strip.
-    2. Punctuation: each mark of VQA_PUNCTUATION is deleted where it touches a space in the text
-       (or the text holds a comma between digits, "1,000"), else replaced by a space ("yes!" ->
-       "yes ", "black/white" -> "black white"). A period not followed by a digit is deleted
-       ("dog." -> "dog", "3.5" stays).
-    3. Lower-case, split on whitespace, number words zero..ten (and "none") -> digits, drop the
-       articles a/an/the, restore contractions ("dont" -> "don't"), join with single spaces.
-    """
-    text = answer.replace("\n", " ").replace("\t", " ").strip()
-    delete_all = _COMMA_BETWEEN_DIGITS.search(text) is not None
+
+def vqa_punctuation(text: str, comma_between_digits: re.Pattern = _COMMA_BETWEEN_DIGITS) -> str:
+    """Each mark of VQA_PUNCTUATION is deleted when it touches a space anywhere in the text (or the
+    text holds a comma between digits, "1,000"), else replaced by a space; then periods not before
+    a digit are deleted (the first 32)."""
+    delete_all = comma_between_digits.search(text) is not None
     out = text
     for mark in VQA_PUNCTUATION:
         if delete_all or f"{mark} " in text or f" {mark}" in text:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    out = _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
-    words = [VQA_NUMBER_WORDS.get(word, word) for word in out.lower().split()]
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=VQA_PERIODS_REMOVED)
+
+
+def vqa_digits_articles(text: str) -> str:
+    """Lower-case, split on whitespace, number words zero..ten (and "none") -> digits, drop the
+    articles a/an/the, restore contractions ("dont" -> "don't"), join with single spaces."""
+    words = [VQA_NUMBER_WORDS.get(word, word) for word in text.lower().split()]
     words = [VQA_CONTRACTIONS.get(word, word) for word in words if word not in VQA_ARTICLES]
     return " ".join(words)
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """VQA accuracy (Antol et al. 2015; official evaluation): min(#humans who gave the answer / 3, 1),
-    averaged over the leave-one-out subsets of the (ten) human answers.
+def vqa_normalize(answer: str) -> str:
+    """The full answer normalisation of vqaEval.py: clean, punctuation, digits and articles."""
+    return vqa_digits_articles(vqa_punctuation(_vqa_clean(answer)))
 
-    For each reference i: acc_i = min(1, |{j != i : answers[j] == prediction}| / 3), all strings
-    normalised with `vqa_normalize`; the result is mean_i acc_i. A single reference cannot be
-    left out, so with one answer the result is exact match of the normalised strings."""
+
+def evalai_normalize(answer: str) -> str:
+    """The EvalAI answer processor (TextVQA's evaluator, also lmms-eval's): lower-case, delete
+    every "," and "?", split "'s" off as its own word, then clean, punctuation (its own
+    comma-between-digits test), digits and articles."""
+    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    return vqa_digits_articles(vqa_punctuation(_vqa_clean(text), _COMMAS_BETWEEN_DIGITS))
+
+
+def _leave_one_out(predicted: str, references: list[str]) -> float:
+    """Mean over references i of min(1, #references other than i equal to the prediction / 3)."""
+    matches = sum(ref == predicted for ref in references)
+    return sum(min(1.0, (matches - (ref == predicted)) / 3) for ref in references) / len(references)
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """VQA accuracy exactly as the official vqaEval.py (VQA API, GT-Vision-Lab/VQA) scores it.
+
+    Every answer is cleaned (newlines/tabs -> spaces, stripped). Only when the human answers are
+    not all the same are they and the prediction normalised (`vqa_normalize`); when all agree the
+    cleaned strings are compared as they are, so "Yes" against ten "yes" scores 0. Then the
+    leave-one-out mean of min(1, matches / 3). The script has no single-answer case (it would
+    score 0); here one answer is an exact match of the cleaned strings."""
     if not answers:
         return 0.0
-    predicted = vqa_normalize(prediction)
-    references = [vqa_normalize(a) for a in answers]
+    predicted = _vqa_clean(prediction)
+    references = [_vqa_clean(a) for a in answers]
     if len(references) == 1:
         return float(predicted == references[0])
-    matches = sum(ref == predicted for ref in references)
-    total = 0.0
-    for ref in references:
-        others_matching = matches - (ref == predicted)
-        total += min(1.0, others_matching / 3)
-    return total / len(references)
+    if len(set(references)) > 1:
+        predicted = vqa_normalize(predicted)
+        references = [vqa_normalize(r) for r in references]
+    return _leave_one_out(predicted, references)
+
+
+def vqa_accuracy_lmms(prediction: str, answers: Sequence[str]) -> float:
+    """lmms-eval's VQAv2 variant: the prediction and every answer are always cleaned and normalised
+    (the EvalAI processor's punctuation step, without its lower-casing tokenizer), whether or not
+    the human answers agree; then the same leave-one-out mean."""
+    if not answers:
+        return 0.0
+
+    def normalize(text: str) -> str:
+        return vqa_digits_articles(vqa_punctuation(_vqa_clean(text), _COMMAS_BETWEEN_DIGITS))
+
+    return _leave_one_out(normalize(prediction), [normalize(a) for a in answers])
+
+
+def textvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """TextVQA accuracy as its evaluator scores it (TextVQAAccuracyEvaluator of MMF / Pythia, run
+    on EvalAI; lmms-eval's textvqa is the same): the prediction and all answers go through
+    `evalai_normalize`, always; then the leave-one-out mean of min(1, matches / 3)."""
+    if not answers:
+        return 0.0
+    return _leave_one_out(evalai_normalize(prediction), [evalai_normalize(a) for a in answers])
 
 
 # ---- ANLS -----------------------------------------------------------------------------------
 ANLS_THRESHOLD = 0.5
 
 
-def _anls_text(text: str) -> str:
+def _collapsed_lower(text: str) -> str:
     return " ".join(text.strip().lower().split())
 
 
 def anls(prediction: str, answers: Sequence[str], threshold: float = ANLS_THRESHOLD) -> float:
-    """Average Normalized Levenshtein Similarity for one question (Biten et al., ICCV 2019, ST-VQA;
-    the DocVQA / InfographicVQA metric).
+    """ANLS for one question exactly as the RRC scorer of DocVQA / InfographicVQA computes it
+    (Biten et al. 2019; rrc.cvc.uab.es, the same code in lmms-eval and Qwen-VL's eval).
 
-    NL(a, p) = levenshtein(a, p) / max(|a|, |p|) (0 when both are empty), on lower-cased,
-    whitespace-collapsed strings. The score is s = max over references of 1 - NL, set to 0 when
-    s < threshold (0.5). This is the rule of the official RRC scorer: a similarity of exactly 0.5
-    is kept (the paper writes the cut as NL >= 0.5 -> 0; the two differ only at equality)."""
-    predicted = _anls_text(prediction)
-    best = 0.0
+    Per reference a: NL = lev(a', p') / max(len(a.upper()), len(p.upper())), where a' and p' are
+    stripped, lower-cased, whitespace-collapsed, but the lengths are those of the raw strings
+    (upper-cased, spaces and all); NL = 0 when both raw strings are empty. The question scores
+    1 - min NL, set to 0 when below 0.5 (exactly 0.5 is kept)."""
+    if not answers:
+        return 0.0
+    predicted = _collapsed_lower(prediction)
+    distances = []
     for answer in answers:
-        reference = _anls_text(answer)
-        length = max(len(reference), len(predicted))
-        distance = 0.0 if length == 0 else levenshtein(reference, predicted) / length
-        best = max(best, 1.0 - distance)
-    return best if best >= threshold else 0.0
+        length = max(len(answer.upper()), len(prediction.upper()))
+        distances.append(0.0 if length == 0 else levenshtein(_collapsed_lower(answer), predicted) / length)
+    similarity = 1.0 - min(distances)
+    return 0.0 if similarity < threshold else similarity
 
 
 # ---- ChartQA relaxed accuracy ---------------------------------------------------------------
 RELAXED_TOLERANCE = 0.05
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def parse_number(text: str) -> float | None:
-    """A number written alone ("12", "-3.5", "1e3"), or a percentage "45%" -> 0.45; else None."""
-    text = text.strip()
-    percent = text.endswith("%")
-    if percent:
-        text = text[:-1].strip()
-    if not _NUMBER.fullmatch(text):
+    """The number Python's float() reads ("12", " -3.5 ", "1e3", "1_000", "nan"), a trailing "%"
+    (any number of them) meaning /100: "45%" -> 0.45; else None."""
+    try:
+        if text.endswith("%"):
+            return float(text.rstrip("%")) / 100.0
+        return float(text)
+    except ValueError:
         return None
-    value = float(text)
-    return value / 100 if percent else value
 
 
 def relaxed_match(prediction: str, answer: str, tolerance: float = RELAXED_TOLERANCE) -> bool:
-    """Relaxed correctness (Methani et al. 2020, used by ChartQA, Masry et al. 2022): when both are
-    numbers and the answer is non-zero, correct if |p - a| / |a| <= 5%; otherwise exact match
-    (case-insensitive, surrounding spaces ignored). "x%" means x/100, so "45%" matches "0.45"
-    (and not "45"), as in the reference implementation (pix2struct / Qwen-VL evaluate_vqa)."""
+    """Relaxed correctness as pix2struct's `relaxed_correctness` scores ChartQA (the code Qwen-VL,
+    lmms-eval and VLMEvalKit run; ChartQA's own repository ships no relaxed scorer): when both
+    read as numbers and the answer's is non-zero, correct if |p - a| / |a| <= 5%; otherwise the
+    strings must be equal after lower-casing (nothing stripped)."""
     predicted, target = parse_number(prediction), parse_number(answer)
     if predicted is not None and target:
         return abs(predicted - target) / abs(target) <= tolerance
-    return prediction.strip().lower() == answer.strip().lower()
+    return prediction.lower() == answer.lower()
 
 
 def relaxed_accuracy(prediction: str, answers: Sequence[str], tolerance: float = RELAXED_TOLERANCE) -> float:
-    """1.0 if the prediction is relaxed-correct for any reference answer."""
+    """1.0 if the prediction, stripped (as Qwen-VL's evaluate_vqa.py does before scoring), is
+    relaxed-correct for any reference answer."""
+    prediction = prediction.strip()
     return float(any(relaxed_match(prediction, a, tolerance) for a in answers))
 
 
@@ -247,42 +293,163 @@ def ocrbench_match(prediction: str, answers: Sequence[str] | str, dataset_name: 
 
 
 # ---- multiple choice ------------------------------------------------------------------------
-_LONE_LETTER = re.compile(r"^[\s(\[]*([A-Z])[\s)\].:,]*$")
-_ANSWER_IS = re.compile(r"\b(?:answer|option|choice)\b\s*(?:is|:)?\s*[(\[]?([A-Z])\b(?![a-z'])", re.IGNORECASE)
-_MARKED_LETTER = r"(?:\(\s*{L}\s*\)|\[\s*{L}\s*\]|(?<![A-Za-z]){L}(?=[.):]|$))"
-
-
-def extract_choice(prediction: str, options: dict[str, str]) -> str | None:
-    """The option letter a free-text answer picks, or None. In order:
-    1. the whole answer is one letter, maybe wrapped: "B", "(B)", "B.", "[B]";
-    2. "answer is B" / "Answer: (B)" / "option B";
-    3. exactly one candidate letter written as a marked letter: "(B)", "[B]", "B.", "B)", "B:",
-       or a letter ending the text (a bare "A" inside a sentence is an article, not a choice);
-    4. exactly one option's text occurs in the answer (case-insensitive; an option whose text lies
-       inside another matching option's text does not count)."""
-    letters = [letter for letter, text in options.items() if text is not None]
-    text = prediction.strip()
-    lone = _LONE_LETTER.match(text)
-    if lone and lone.group(1) in letters:
-        return lone.group(1)
-    said = _ANSWER_IS.search(text)
-    if said and said.group(1).upper() in letters:
-        return said.group(1).upper()
-    marked = [letter for letter in letters if re.search(_MARKED_LETTER.format(L=letter), text)]
-    if len(marked) == 1:
-        return marked[0]
-    lowered = text.lower()
-    hits = {letter: options[letter].strip().lower() for letter in letters if options[letter].strip()}
-    hits = {letter: t for letter, t in hits.items() if t in lowered}
-    hits = {letter: t for letter, t in hits.items() if not any(t != o and t in o for o in hits.values())}
-    if len(hits) == 1:
-        return next(iter(hits))
-    return None
+# The letter extractor lives in eval/choice.py.
+from qwen_vl.eval.choice import extract_choice  # noqa: E402
 
 
 def choice_accuracy(prediction: str, answer_letter: str, options: dict[str, str]) -> float:
     """Multiple-choice accuracy: 1.0 when the extracted letter is the answer letter."""
     return float(extract_choice(prediction, options) == answer_letter.strip().upper())
+
+
+# ---- MMMU ------------------------------------------------------------------------------------
+# The rules of MMMU's eval_utils.py (MMMU-Benchmark/MMMU; the same code in lmms-eval's mmmu task)
+# for open answers; multiple choice is read by eval/choice.py instead of its parser, which guesses
+# a random letter when it finds none.
+_NUMBER_WITH_COMMAS = re.compile(r"-?\b\d{1,3}(?:,\d{3})+\b")
+_NUMBER_SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
+_NUMBER_SIMPLE = re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])")
+_MMMU_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
+_MMMU_TRIVIAL = (":", ",", ".", "!", "?", ";", "'")
+
+
+def mmmu_numbers(text: str) -> list[str]:
+    """Numbers written with thousands commas, in scientific notation, then plain ones."""
+    return _NUMBER_WITH_COMMAS.findall(text) + _NUMBER_SCIENTIFIC.findall(text) + _NUMBER_SIMPLE.findall(text)
+
+
+def mmmu_normalize(text: str) -> list[str | float]:
+    """A number (commas dropped) rounded to 2 decimals; else the lower-cased text, a single
+    character padded with a space on either side (two forms) so it cannot match inside a word."""
+    text = text.strip()
+    try:
+        return [round(float(text.replace(",", "")), 2)]
+    except ValueError:
+        pass
+    text = text.lower()
+    return [" " + text, text + " "] if len(text) == 1 else [text]
+
+
+def _mmmu_key_parts(response: str) -> list[str]:
+    """Per line of the lower-cased response, the shortest tail after an indicator ("is ", "so ",
+    "answer ", ...; "=" on the last line too); the whole response when no line has one. The
+    sentence split of the script looks for a capital after ". " in lower-cased text, so only
+    newlines split."""
+    response = response.strip().strip(".").lower()
+    lines = re.split(r"\.\s(?=[A-Z])|\n", response)
+    parts = []
+    for index, line in enumerate(lines):
+        indicators = _MMMU_INDICATORS + (("=",) if index == len(lines) - 1 else ())
+        tails = [line.split(indicator)[-1].strip() for indicator in indicators if indicator in line]
+        shortest = min(tails, key=len) if tails else ""
+        if shortest and shortest not in _MMMU_TRIVIAL:
+            parts.append(shortest)
+    return parts or [response]
+
+
+def mmmu_open_predictions(response: str) -> list[str | float]:
+    """Candidate answers of an open response: its key parts and the numbers in them, normalised."""
+    parts = _mmmu_key_parts(response)
+    candidates = parts + [number for part in parts for number in mmmu_numbers(part)]
+    return list({value for candidate in candidates for value in mmmu_normalize(candidate)})
+
+
+def mmmu_open_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 when a candidate number equals a normalised answer number, or a normalised answer text
+    lies inside a candidate text."""
+    references = [value for answer in answers for value in mmmu_normalize(answer)]
+    for candidate in mmmu_open_predictions(prediction):
+        if isinstance(candidate, str):
+            if any(isinstance(ref, str) and ref in candidate for ref in references):
+                return 1.0
+        elif candidate in references:
+            return 1.0
+    return 0.0
+
+
+# ---- MathVista -------------------------------------------------------------------------------
+# MathVista's calculate_score.py normalises an extracted answer and compares it with the answer
+# string; its extract_answer.py asks GPT-4 for the extraction unless a quick rule applies. Here the
+# GPT step is replaced by rules (`mathvista_extract`), the quick rules and the scoring are the
+# script's.
+_QUOTED_ANSWER = re.compile(r'The answer is "(.*)"\.')
+_ANSWER_CUE = re.compile(r"(?:answer\s*(?:is|:)|=)\s*", re.IGNORECASE)
+_SIGNED_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_BRACKETED_LIST = re.compile(r"\[[^\[\]]*\]")
+
+
+def _last_number(text: str) -> str | None:
+    """The last number written in the text, thousands commas dropped."""
+    numbers = [n.replace(",", "").rstrip(".") for n in _SIGNED_NUMBER.findall(text)]
+    numbers = [n for n in numbers if n not in ("", "-")]
+    return numbers[-1] if numbers else None
+
+
+def mathvista_extract(response: str, question_type: str, answer_type: str, choices: Sequence[str]) -> str:
+    """The answer part of a response. The script's quick rules first (empty; a response that is a
+    choice; one that int() / float() reads; 'The answer is "x".'), then, instead of its GPT-4 call:
+    multiple choice, the option letter `eval.choice` reads, as the choice text, else the response
+    (the scorer then takes the most similar choice); numbers, the last number after the last
+    "answer is" / "answer:" / "=", else the last number; lists, the last "[...]"; else the response."""
+    if response == "":
+        return ""
+    if question_type == "multi_choice" and response in choices:
+        return response
+    for convert in {"integer": (int,), "float": (float,)}.get(answer_type, ()):
+        try:
+            return str(convert(response))
+        except ValueError:
+            pass
+    quoted = _QUOTED_ANSWER.search(response)
+    if quoted:
+        return quoted.group(1)
+    if question_type == "multi_choice":
+        letter = extract_choice(response, {chr(ord("A") + i): c for i, c in enumerate(choices)})
+        return choices[ord(letter) - ord("A")] if letter else response.strip()
+    if answer_type in ("integer", "float"):
+        cues = list(_ANSWER_CUE.finditer(response))
+        after_cue = _last_number(response[cues[-1].end() :]) if cues else None
+        return after_cue or _last_number(response) or response.strip()
+    if answer_type == "list":
+        lists = _BRACKETED_LIST.findall(response)
+        return lists[-1] if lists else response.strip()
+    return response.strip()
+
+
+def mathvista_normalize(
+    extraction: str, question_type: str, answer_type: str, choices: Sequence[str], precision
+) -> str | None:
+    """calculate_score.py's normalisation: multiple choice, a letter ("B" or "(B)" anywhere) names
+    its choice, anything else becomes the choice nearest in edit distance (the first on ties);
+    integers str(int(float(x))); floats str(round(float(x), precision)); lists str(x); None when
+    the number does not read. Free-form text, which the script does not handle, is stripped."""
+    if question_type == "multi_choice":
+        extraction = extraction.strip()
+        letters = re.findall(r"\(([a-zA-Z])\)", extraction)
+        if letters:
+            extraction = letters[0].upper()
+        sequential = [chr(ord("A") + i) for i in range(len(choices))]
+        if extraction in sequential:
+            return choices[sequential.index(extraction)]
+        distances = [levenshtein(extraction, choice) for choice in choices]
+        return choices[distances.index(min(distances))] if choices else None
+    try:
+        if answer_type == "integer":
+            return str(int(float(extraction)))
+        if answer_type == "float":
+            return str(round(float(extraction), int(precision)))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return str(extraction) if answer_type == "list" else extraction.strip()
+
+
+def mathvista_match(prediction: str, answer: str, meta: dict) -> float:
+    """1.0 when the normalised extraction equals the answer string."""
+    question_type, answer_type = meta["question_type"], meta["answer_type"]
+    choices = meta.get("choices") or []
+    extraction = mathvista_extract(prediction, question_type, answer_type, choices)
+    normalized = mathvista_normalize(extraction, question_type, answer_type, choices, meta.get("precision"))
+    return float(normalized == answer)
 
 
 # ---- exact match, error rates, temporal grounding ---------------------------------------------

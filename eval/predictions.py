@@ -43,13 +43,47 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
+def failed(record: dict) -> bool:
+    """A record without an answer (its media could not be read, or the model call failed)."""
+    return record.get("error") is not None or record.get("prediction") is None
+
+
 def all_records(out_dir: Path) -> list[dict]:
-    """Records of the merged file and of every part file, first occurrence of each id kept."""
+    """Records of the merged file and of every part file, one per id: the first answered one, else
+    the last failed one (so a sample retried by --resume takes its new record)."""
     seen: dict[str, dict] = {}
     for path in [out_dir / PREDICTIONS, *sorted(out_dir.glob(PART_GLOB))]:
         for record in read_records(path):
-            seen.setdefault(str(record["id"]), record)
+            sample_id = str(record["id"])
+            if sample_id not in seen or failed(seen[sample_id]):
+                seen[sample_id] = record
     return list(seen.values())
+
+
+def read_prediction_file(path: Path) -> dict[str, dict]:
+    """{"id", "prediction"} lines of a JSON Lines file by id (a later line of an id wins); other
+    fields ("error", "frame") are kept. DataError naming the line when one is not such an object."""
+    from qwen_vl.eval.datasets import DataError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable predictions file ({err.__class__.__name__}: {err})") from None
+    by_id = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or "id" not in record or "prediction" not in record:
+            raise DataError(f'{path}:{number}: not a {{"id", "prediction"}} JSON object')
+        prediction = record["prediction"]
+        if prediction is not None and not isinstance(prediction, str):
+            raise DataError(f"{path}:{number}: the prediction is not a string")
+        by_id[str(record["id"])] = record
+    return by_id
 
 
 def truncate_torn_tail(path: Path) -> None:

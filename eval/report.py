@@ -70,7 +70,21 @@ def score_run(task: Task, metric_names: tuple[str, ...], samples: list[Sample], 
         }
     if "ocrbench" in metric_names and by_category:
         result["ocrbench"] = ocrbench_summary(result["categories"])
+        result["ocrbench"]["sub_datasets"] = ocrbench_sub_datasets(samples, by_id)
     return result
+
+
+def ocrbench_sub_datasets(samples: list[Sample], by_id: dict[str, dict]) -> dict:
+    """Correct / total per source data set (IIIT5K, HME100k, ...), the breakdown the MultimodalOCR
+    script prints for a partial run; a sample without a record counts in the total only."""
+    counts: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for sample in samples:
+        source = counts[sample.meta.get("dataset_name") or "unknown"]
+        source[1] += 1
+        record = by_id.get(sample.id)
+        if record is not None:
+            source[0] += sample_values(("ocrbench",), sample, record)["ocrbench"]
+    return {name: {"correct": correct, "total": total} for name, (correct, total) in sorted(counts.items())}
 
 
 def aggregate(name: str, values: list) -> float | None:
@@ -119,6 +133,10 @@ def markdown(result: dict) -> str:
         lines.append(
             _table_row([f"Final score (of {summary['out_of']} on the full set)", f"{summary['final_score']:.0f}"])
         )
+        if summary.get("sub_datasets"):
+            lines += ["", _table_row(["OCRBench source", "correct", "total"]), _table_row(["---"] * 3)]
+            for name, count in summary["sub_datasets"].items():
+                lines.append(_table_row([name, f"{count['correct']:.0f}", str(count["total"])]))
     if result["num_failed"] or result["num_missing"]:
         lines += ["", f"{result['num_failed']} failed, {result['num_missing']} missing; see metrics.json."]
     return "\n".join(lines) + "\n"

@@ -1,15 +1,16 @@
 """`qwen-vl eval` / `python -m qwen_vl.eval`: run a benchmark on a model and score it.
 
     qwen-vl eval --task textvqa --data DIR --model DIR [--output DIR] [--limit N]
-                 [--batch-size 8] [--max-new-tokens N] [--resume]
+                 [--batch-size 8] [--max-new-tokens N] [--resume] [--circular]
+    qwen-vl eval --task textvqa --data DIR --predictions FILE    (score {"id", "prediction"} lines, no model)
     accelerate launch --multi_gpu --num_processes 2 -m qwen_vl.eval --task ...   (data parallel; also on CPUs)
     torchrun --nproc_per_node 2 -m qwen_vl.eval --task ...                         (the same without accelerate)
 
 Each process answers a strided shard of the samples (sample i goes to process i % world), greedy,
 batched, and appends its predictions to a JSON Lines file batch by batch (fsync). The main process
 then merges the files into predictions.jsonl and writes metrics.json and metrics.md (atomically).
-`--resume` skips every id already in the predictions files. A sample whose media cannot be read
-is recorded as failed with its reason and counted as wrong.
+`--resume` skips every id already answered in the predictions files and retries failed ones. A
+sample whose media cannot be read is recorded as failed with its reason and counted as wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from qwen_vl.errors import OneLineParser, QwenVLError
 from qwen_vl.eval import predictions as pred
 from qwen_vl.eval.datasets import Sample
+from qwen_vl.eval.datasets.mmbench import main_questions
 from qwen_vl.eval.report import sample_values, score_run, write_report
 from qwen_vl.eval.scoring import METRICS
 from qwen_vl.eval.tasks import TASKS, Task, conversation, grounding_frame, load_samples
@@ -43,13 +45,29 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--limit", type=_positive, default=None, help="only the first N samples")
     parser.add_argument("--batch-size", type=_positive, default=8, help="conversations per generate call")
     parser.add_argument("--max-new-tokens", type=_positive, default=None, help="default: the task's")
-    parser.add_argument("--resume", action="store_true", help="continue a run: skip ids already predicted")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a run: skip ids already answered, retry failed ones"
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help='score a JSON Lines file of {"id", "prediction"} against the data instead of running a model',
+    )
+    parser.add_argument(
+        "--circular",
+        action="store_true",
+        help="multiple choice: MMBench's circular protocol over the rotated copies (default: main questions only)",
+    )
     parser.add_argument(
         "--metric", default=None, help="comma-separated metrics (default: the task's); " + ", ".join(METRICS)
     )
     parser.add_argument("--prompt", default=None, help="instruction after the question (default: the task's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--quantize", default=None, choices=["int8", "int4"], help="weight-only quantization as the model loads (CPU)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -104,22 +122,31 @@ class Processes:
 # ---- the run ---------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     task = TASKS[args.task]
-    metric_names = _metric_names(args.metric, task)
+    if args.circular and not task.choice:
+        raise UsageError(f"--circular needs a multiple-choice task, not {task.name}")
+    if args.predictions is not None and args.resume:
+        raise UsageError("--predictions scores a finished file; it does not go with --resume")
+    metric_names = _metric_names(args.metric, task, args.circular)
     prompt = task.prompt if args.prompt is None else args.prompt
     max_new_tokens = args.max_new_tokens or task.max_new_tokens
     out_dir = args.output or Path("eval-results") / task.name
     procs = Processes()
 
     samples = load_samples(task, args.data)
+    if task.choice and not args.circular:
+        samples = main_questions(samples)
     if args.limit is not None:
         samples = samples[: args.limit]
     existing = (out_dir / pred.PREDICTIONS).exists() or any(out_dir.glob(pred.PART_GLOB))
     if existing and not args.resume:
-        raise UsageError(
-            f"{out_dir}: holds predictions of an earlier run; pass --resume to continue it or pick another --output"
+        advice = (
+            "pick another --output" if args.predictions else "pass --resume to continue it or pick another --output"
         )
+        raise UsageError(f"{out_dir}: holds predictions of an earlier run; {advice}")
+    if args.predictions is not None:
+        return score_file(args, task, metric_names, samples, out_dir, procs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = {str(r["id"]) for r in pred.all_records(out_dir)}
+    done = {str(r["id"]) for r in pred.all_records(out_dir) if not pred.failed(r)}
     procs.barrier()  # every process has read the old state before any writes
 
     shard = [s for i, s in enumerate(samples) if i % procs.world == procs.rank and s.id not in done]
@@ -127,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
         from qwen_vl.generation import SamplingConfig
         from qwen_vl.loading import load_model
 
-        model, processor = load_model(args.model, device=procs.device(args.device), dtype=args.dtype)
+        model, processor = load_model(
+            args.model, device=procs.device(args.device), dtype=args.dtype, quantize=args.quantize
+        )
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
         log_path = out_dir / pred.PREDICTIONS if procs.world == 1 else pred.part_path(out_dir, procs.rank)
         with pred.PredictionLog(log_path) as log:
@@ -147,6 +176,39 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         processes=procs.world,
     )
+    return _finish(out_dir, result)
+
+
+def score_file(args, task: Task, metric_names, samples: list[Sample], out_dir: Path, procs) -> int:
+    """Score a predictions file without a model: the same outputs as a model run (predictions.jsonl
+    with per-sample scores, metrics.json, metrics.md). Samples the file lacks are reported missing."""
+    if not procs.is_main:
+        return 0
+    given = pred.read_prediction_file(args.predictions)
+    known = {s.id for s in samples}
+    if given and not known & set(given):
+        raise UsageError(f"{args.predictions}: none of its ids is a sample of this {task.name} data")
+    records = []
+    for sample in samples:
+        line = given.get(sample.id)
+        if line is not None:
+            answer = None if line.get("error") is not None else line["prediction"]
+            records.append(_record(sample, answer, line.get("error"), metric_names, line.get("frame")))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with pred.PredictionLog(out_dir / pred.PREDICTIONS) as log:
+        log.append(records)
+    records = pred.merge(out_dir, [s.id for s in samples])
+    result = score_run(task, metric_names, samples, records)
+    result.update(
+        predictions=str(args.predictions),
+        data=str(args.data),
+        limit=args.limit,
+        unmatched_predictions=len(set(given) - known),
+    )
+    return _finish(out_dir, result)
+
+
+def _finish(out_dir: Path, result: dict) -> int:
     write_report(out_dir, result)
     from qwen_vl.eval.report import markdown
 
@@ -155,15 +217,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metric_names(option: str | None, task: Task) -> tuple[str, ...]:
+def _metric_names(option: str | None, task: Task, circular: bool = False) -> tuple[str, ...]:
     if option is None:
-        return task.metrics
+        return ("circular_accuracy", *task.metrics) if circular else task.metrics
     names = tuple(n.strip() for n in option.split(",") if n.strip())
     unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
         raise UsageError(f"--metric {option!r}: unknown metric; choose from {', '.join(METRICS)}")
-    if "choice_accuracy" in names and not task.choice:
-        raise UsageError(f"--metric choice_accuracy needs a multiple-choice task, not {task.name}")
+    for name in ("choice_accuracy", "circular_accuracy"):
+        if name in names and not task.choice:
+            raise UsageError(f"--metric {name} needs a multiple-choice task, not {task.name}")
     return names
 
 

@@ -3,7 +3,8 @@
 A scorer turns (prediction, sample) into one per-sample value; an aggregate turns the values of a
 set into the reported number. Accuracy-type metrics are reported in percent; OCRBench as the
 count of correct answers (the published total is out of 1000); CER/WER in percent, corpus level
-(all edits / all reference units), and OCR word accuracy as 100 - WER.
+(all edits / all reference units), and OCR word accuracy as 100 - WER. MMBench's circular
+accuracy keeps [question group, hit] per sample and counts a group only when all its hits are 1.
 """
 
 from __future__ import annotations
@@ -72,6 +73,31 @@ def _video_answer(prediction: str, sample: Sample) -> float:
     return metrics.event_second_accuracy(prediction, truth)
 
 
+def _choice_hit(prediction: str, sample: Sample) -> float:
+    return metrics.choice_accuracy(prediction, sample.answers[0] if sample.answers else "", sample.meta["options"])
+
+
+def _circular_hit(prediction: str, sample: Sample) -> list:
+    """[question group, 1.0 or 0.0]: a rotated copy counts toward its main question's group."""
+    return [sample.meta.get("circular_group", sample.id), _choice_hit(prediction, sample)]
+
+
+def _circular_percent(values: list[list | None]) -> float:
+    """MMBench's circular protocol (VLMEvalKit): a question counts as right only when every one of
+    its rotations is right; percent of questions."""
+    groups: dict[str, bool] = {}
+    for group, hit in _scored(values):
+        groups[group] = groups.get(group, True) and hit == 1.0
+    return 100.0 * sum(groups.values()) / len(groups) if groups else 0.0
+
+
+def _mmmu_hit(prediction: str, sample: Sample) -> float:
+    """MMMU: multiple choice by the letter extractor, open questions by MMMU's open-answer rules."""
+    if sample.meta.get("question_type") == "multiple-choice":
+        return _choice_hit(prediction, sample)
+    return metrics.mmmu_open_match(prediction, sample.answers)
+
+
 def _grounding_hit(prediction: str, sample: Sample) -> float:
     """RefCOCO-style accuracy; the sample's frame (how the model's coordinates map to its image)
     comes from the run's record, written when the answer was made."""
@@ -85,6 +111,8 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
         Metric("vqa_accuracy", lambda p, s: metrics.vqa_accuracy(p, s.answers), _mean_percent),
+        Metric("vqa_accuracy_lmms", lambda p, s: metrics.vqa_accuracy_lmms(p, s.answers), _mean_percent),
+        Metric("textvqa_accuracy", lambda p, s: metrics.textvqa_accuracy(p, s.answers), _mean_percent),
         Metric("anls", lambda p, s: metrics.anls(p, s.answers), _mean_percent),
         Metric("relaxed_accuracy", lambda p, s: metrics.relaxed_accuracy(p, s.answers), _mean_percent),
         Metric(
@@ -92,10 +120,14 @@ METRICS: dict[str, Metric] = {
             lambda p, s: metrics.ocrbench_match(p, s.answers, s.meta.get("dataset_name", "")),
             _count,
         ),
+        Metric("choice_accuracy", _choice_hit, _mean_percent),
+        Metric("circular_accuracy", _circular_hit, _circular_percent),
+        Metric("mmmu_accuracy", _mmmu_hit, _mean_percent),
         Metric(
-            "choice_accuracy",
-            lambda p, s: metrics.choice_accuracy(p, s.answers[0] if s.answers else "", s.meta["options"]),
+            "mathvista_accuracy",
+            lambda p, s: metrics.mathvista_match(p, s.answers[0] if s.answers else "", s.meta),
             _mean_percent,
+            applies=lambda s: "answer_type" in s.meta,
         ),
         Metric("exact_match", lambda p, s: metrics.exact_match(p, s.answers), _mean_percent),
         Metric("cer", _char_edits, _corpus_rate_percent, False),
@@ -119,4 +151,6 @@ def failed_value(metric: Metric, sample: Sample) -> float | list[int]:
     (every reference unit deleted) for error rates."""
     if metric.score in (_char_edits, _word_edits):
         return metric.score("", sample)
+    if metric.score is _circular_hit:
+        return [sample.meta.get("circular_group", sample.id), 0.0]
     return 0.0

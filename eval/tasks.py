@@ -29,12 +29,17 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("vqav2", ds.load_vqav2, ("vqa_accuracy",), SHORT_ANSWER, 16),
-        Task("textvqa", ds.load_textvqa, ("vqa_accuracy",), SHORT_ANSWER, 16),
+        Task("textvqa", ds.load_textvqa, ("textvqa_accuracy",), SHORT_ANSWER, 16),
         Task("docvqa", ds.load_docvqa, ("anls",), SHORT_ANSWER, 32),
         Task("infovqa", ds.load_infovqa, ("anls",), SHORT_ANSWER, 32),
         Task("chartqa", ds.load_chartqa, ("relaxed_accuracy",), SHORT_ANSWER, 16),
         Task("ocrbench", ds.load_ocrbench, ("ocrbench",), "", 128),
         Task("mmbench", ds.load_mmbench, ("choice_accuracy",), CHOICE_LETTER, 8, choice=True),
+        # the loader reads MMMU/MMMU's Parquet files itself; the prompt depends on the question type
+        Task("mmmu", ds.load_mmmu, ("mmmu_accuracy",), "", 128, parquet=False),
+        Task("mathvista", ds.load_mathvista, ("mathvista_accuracy",), "", 512, parquet=False),
+        Task("videomme", ds.load_videomme, ("choice_accuracy",), "", 16, parquet=False, choice=True),
+        Task("mvbench", ds.load_mvbench, ("choice_accuracy",), "", 16, parquet=False, choice=True),
         Task("jsonl", ds.load_jsonl, ("exact_match",), "", 64, parquet=False),
         # the loader reads the refer toolkit's files or the lmms-lab Parquet mirror itself
         Task("refcoco", ds.load_refcoco, ("grounding_accuracy",), "", 128, parquet=False),
@@ -82,11 +87,11 @@ def conversation(sample: Sample, prompt: str) -> list[dict]:
     if sample.messages is not None:
         return sample.messages
     content = []
-    if sample.image is not None:
-        image = sample.image.load() if isinstance(sample.image, ds.ParquetImage) else sample.image
+    for image in ([sample.image] if sample.image is not None else []) + sample.more_images:
+        image = image.load() if isinstance(image, ds.ParquetImage) else image
         content.append({"type": "image", "image": image})
     if sample.video is not None:
-        content.append({"type": "video", "video": sample.video})
+        content.append({"type": "video", "video": sample.video, **sample.meta.get("video_options", {})})
     text = f"{sample.question}\n{prompt}" if prompt else sample.question
     content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]

@@ -25,10 +25,11 @@ class Sample:
     question: str
     answers: list[str]
     image: str | bytes | None = None
-    video: str | bytes | None = None
+    video: str | bytes | list | None = None  # a list: frame files (MVBench's frame folders)
     messages: list[dict] | None = None
     category: str | None = None  # per-category breakdown in the report
     meta: dict[str, Any] = field(default_factory=dict)  # options, dataset_name, event_second, ...
+    more_images: list = field(default_factory=list)  # further images after `image`, in order (MMMU)
 
 
 def read_json(path: Path) -> Any:

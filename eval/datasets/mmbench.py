@@ -19,6 +19,8 @@ from pathlib import Path
 from qwen_vl.eval.datasets.base import DataError, Sample, check_unique, find_files
 
 OPTION_LETTERS = "ABCDEFGHI"
+# MMBench's circular copies: the question of index i rotated k places has index i + k * 1e6
+CIRCULAR_STRIDE = 1_000_000
 
 
 def present(value) -> bool:
@@ -33,6 +35,20 @@ def choice_question(question: str, hint: str | None, options: dict[str, str]) ->
     return "\n".join(lines)
 
 
+def circular_place(sample_id: str) -> dict:
+    """{"circular_group", "rotation"} of an integer MMBench index; {} for other ids."""
+    try:
+        index = int(float(sample_id))
+    except ValueError:
+        return {}
+    return {"circular_group": str(index % CIRCULAR_STRIDE), "rotation": index // CIRCULAR_STRIDE}
+
+
+def main_questions(samples: list[Sample]) -> list[Sample]:
+    """The samples that are not rotated copies (rotation 0 or none)."""
+    return [s for s in samples if not s.meta.get("rotation")]
+
+
 def choice_sample(row: dict, sample_id: str, image) -> Sample:
     options = {letter: str(row[letter]) for letter in OPTION_LETTERS if letter in row and present(row[letter])}
     if not options:
@@ -43,7 +59,7 @@ def choice_sample(row: dict, sample_id: str, image) -> Sample:
         answers=[str(row.get("answer", "")).strip()],
         image=image,
         category=str(row["category"]) if present(row.get("category")) else None,
-        meta={"options": options},
+        meta={"options": options, **circular_place(sample_id)},
     )
 
 

@@ -5,6 +5,9 @@ DIR/OCRBench.json   [{"dataset_name": "IIIT5K", "id": 0, "image_path": "IIIT5K/<
                       "type": "Regular Text Recognition"}, ...]
 DIR/OCRBench_Images/<image_path>   (image_path is relative to the image folder; a path relative
                                     to DIR is accepted too)
+
+The published `id`s repeat across sub-datasets (1,000 rows, 857 distinct ids), so a sample's id
+is its row index ("0".."999") and the published id is kept as `meta["source_id"]`.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ def load_ocrbench(root: Path) -> list[Sample]:
     roots = [path.parent / "OCRBench_Images", path.parent]
     samples = [
         Sample(
-            id=str(item.get("id", position)),
+            id=str(position),
             question=item["question"],
             answers=as_answers(item["answers"]),
             image=resolve_media(item["image_path"].removeprefix("./"), roots),
             category=item["type"],
-            meta={"dataset_name": item.get("dataset_name", "")},
+            meta={"dataset_name": item.get("dataset_name", ""), "source_id": item.get("id")},
         )
         for position, item in enumerate(items)
     ]

@@ -104,7 +104,18 @@ def load_parquet(root: Path, choice: bool = False) -> list[Sample]:
             offset += len(rows)
     if not samples:
         raise DataError(f"{root}: the Parquet files hold no rows")
-    return check_unique(samples, root)
+    return check_unique(_row_ids_if_repeated(samples), root)
+
+
+def _row_ids_if_repeated(samples: list[Sample]) -> list[Sample]:
+    """Mirrors whose id column repeats (OCRBench's ids repeat across its sub-datasets) get the row
+    position as id ("0", "1", ...), the published id kept as meta["source_id"]."""
+    if len({s.id for s in samples}) == len(samples):
+        return samples
+    for position, sample in enumerate(samples):
+        sample.meta["source_id"] = sample.id
+        sample.id = str(position)
+    return samples
 
 
 __all__ = ["ParquetImage", "load_parquet", "OPTION_LETTERS"]

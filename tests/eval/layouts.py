@@ -396,6 +396,63 @@ def build_grounding(root):
     return root
 
 
+def build_mmmu(root):
+    """MMMU/MMMU schema: one folder per subject, options as a Python list literal, image_1..image_7."""
+    columns = ["id", "question", "options", "answer", "question_type", "subfield"]
+    columns += [f"image_{n}" for n in range(1, 8)]
+    subjects = {
+        "Art": [
+            ["validation_Art_1", "Which colour is <image 1> next to <image 2>?", "['red', 'green', 'blue']", "B",
+             "multiple-choice", "painting", _image_struct(0), _image_struct(1)],
+        ],
+        "Math": [
+            ["validation_Math_1", "What is x in <image 1>?", "[]", "12.5", "open", "algebra", _image_struct(2), None],
+            ["validation_Math_2", "Name the shape.", "[]", "['square', 'rhombus']", "open", "geometry", None, None],
+        ],
+    }  # fmt: skip
+    for subject, rows in subjects.items():
+        folder = root / subject
+        folder.mkdir(parents=True, exist_ok=True)
+        table = {name: [row[i] if i < len(row) else None for row in rows] for i, name in enumerate(columns)}
+        schema = pa.schema(
+            [(name, pa.string()) for name in columns[:6]]
+            + [(f"image_{n}", pa.struct([("bytes", pa.binary()), ("path", pa.string())])) for n in range(1, 8)]
+        )
+        pq.write_table(pa.table(table, schema=schema), folder / "validation-00000-of-00001.parquet")
+        pq.write_table(pa.table(table, schema=schema), folder / "dev-00000-of-00001.parquet")
+    return root
+
+
+def build_mathvista(root):
+    """AI4Math/MathVista schema (testmini): choices list or null, precision, metadata struct, query."""
+    folder = root / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = [{"split": "testmini", "task": task, "category": "math-targeted-vqa"} for task in ("geometry", "statistics")]
+    table = pa.table(
+        {
+            "pid": ["1", "2"],
+            "question": ["Which length?", "How many bars?"],
+            "image": ["images/1.jpg", "images/2.jpg"],
+            "decoded_image": [_image_struct(0), _image_struct(1)],
+            "choices": [["3", "4", "5"], None],
+            "unit": [None, None],
+            "precision": [None, None],
+            "answer": ["4", "12"],
+            "question_type": ["multi_choice", "free_form"],
+            "answer_type": ["text", "integer"],
+            "metadata": meta,
+            "query": [
+                "Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end."
+                "\nQuestion: Which length?\nChoices:\n(A) 3\n(B) 4\n(C) 5",
+                "Hint: Please answer the question requiring an integer answer and provide the final value, e.g., 1, 2, 3,"
+                " at the end.\nQuestion: How many bars?",
+            ],
+        }
+    )
+    pq.write_table(table, folder / "testmini-00000-of-00001-abc.parquet")
+    return root
+
+
 LAYOUTS = {
     "vqav2": (build_vqav2, "vqav2", 3),
     "textvqa": (build_textvqa, "textvqa", 3),
@@ -414,4 +471,6 @@ LAYOUTS = {
     "refcoco": (build_refcoco, "refcoco", 3),
     "parquet-refcoco": (build_parquet_refcoco, "refcoco+", 4),
     "grounding": (build_grounding, "grounding", 2),
+    "mmmu": (build_mmmu, "mmmu", 3),
+    "mathvista": (build_mathvista, "mathvista", 2),
 }

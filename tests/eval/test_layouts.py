@@ -224,3 +224,165 @@ def test_sets_from_the_synthetic_generator(tmp_path, model_dir):
         assert main([*argv, "--max-new-tokens", "3", "--no-progress"]) == 0
         result = json.loads((out / "metrics.json").read_text())
         assert result["num_samples"] == 3 and result["num_failed"] == 0
+
+
+def test_ocrbench_ids_that_repeat_across_sub_datasets(tmp_path):
+    """The published OCRBench.json repeats ids across its sub-datasets: rows are told apart by
+    their index, the published id is kept."""
+    root = build_ocrbench(tmp_path / "o")
+    items = json.loads((root / "OCRBench.json").read_text())
+    for item in items:
+        item["id"] = 211
+    (root / "OCRBench.json").write_text(json.dumps(items))
+    samples = load_samples(TASKS["ocrbench"], root)
+    assert [s.id for s in samples] == ["0", "1", "2"] and [s.meta["source_id"] for s in samples] == [211] * 3
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mirror = tmp_path / "p"
+    mirror.mkdir()
+    table = pa.table(
+        {
+            "id": [5, 5],
+            "dataset": ["IIIT5K", "svt"],
+            "question": ["q", "q"],
+            "question_type": ["Regular Text Recognition"] * 2,
+            "answer": [["A"], ["B"]],
+            "image": [_image_struct(0), _image_struct(1)],
+        }
+    )
+    pq.write_table(table, mirror / "test-00000-of-00001.parquet")
+    rows = load_samples(TASKS["ocrbench"], mirror)
+    assert [s.id for s in rows] == ["0", "1"] and rows[1].meta == {"dataset_name": "svt", "source_id": "5"}
+
+
+def test_mmmu_fields_and_scores(tmp_path):
+    from tests.eval.layouts import build_mmmu
+
+    data = build_mmmu(tmp_path / "m")
+    samples = load_samples(TASKS["mmmu"], data)  # the validation files only
+    assert [s.id for s in samples] == ["validation_Art_1", "validation_Math_1", "validation_Math_2"]
+    art = samples[0]
+    assert art.category == "Art" and art.answers == ["B"] and art.meta["options"]["B"] == "green"
+    assert _image_bytes(art) == png_bytes(0) and art.more_images[0].load() == png_bytes(1)
+    chat = conversation(art, TASKS["mmmu"].prompt)[0]["content"]
+    assert [c["type"] for c in chat] == ["image", "image", "text"]
+    assert chat[2]["text"].endswith("C. blue\n\nAnswer with the option's letter from the given choices directly.")
+    assert samples[2].answers == ["square", "rhombus"] and samples[2].image is None
+    given = tmp_path / "p.jsonl"
+    rows = [("validation_Art_1", "The answer is (B)."), ("validation_Math_1", "x = 12.50")]
+    rows.append(("validation_Math_2", "It is a circle."))
+    given.write_text("".join(json.dumps({"id": i, "prediction": p}) + "\n" for i, p in rows))
+    out = tmp_path / "out"
+    assert main(["--task", "mmmu", "--data", str(data), "--predictions", str(given), "--output", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"]["mmmu_accuracy"] == pytest.approx(200 / 3)
+    assert (
+        result["categories"]["Art"]["mmmu_accuracy"] == 100.0 and result["categories"]["Math"]["mmmu_accuracy"] == 50.0
+    )
+
+
+def test_mathvista_fields_and_scores(tmp_path):
+    from tests.eval.layouts import build_mathvista
+
+    data = build_mathvista(tmp_path / "v")
+    samples = load_samples(TASKS["mathvista"], data)
+    assert [s.id for s in samples] == ["1", "2"] and samples[0].question.startswith("Hint: ")
+    assert samples[0].meta["choices"] == ["3", "4", "5"] and samples[1].meta["choices"] == []
+    assert samples[1].category == "statistics" and _image_bytes(samples[1]) == png_bytes(1)
+    given = tmp_path / "p.jsonl"
+    rows = [("1", "The length is 4, so the answer is (B)."), ("2", "I count 11 bars.")]
+    given.write_text("".join(json.dumps({"id": i, "prediction": p}) + "\n" for i, p in rows))
+    out = tmp_path / "out"
+    assert main(["--task", "mathvista", "--data", str(data), "--predictions", str(given), "--output", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"] == {"mathvista_accuracy": 50.0}
+
+
+def build_videomme(root):
+    """lmms-lab/Video-MME schema: videomme/test-*.parquet, videos in data/<videoID>.mp4."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "videomme").mkdir(parents=True)
+    write_mp4(root / "data" / "vid00000001.mp4")
+    rows = {
+        "video_id": ["001", "001"],
+        "duration": ["short", "short"],
+        "domain": ["Knowledge"] * 2,
+        "sub_category": ["Humanity & History"] * 2,
+        "url": ["https://www.youtube.com/watch?v=vid00000001"] * 2,
+        "videoID": ["vid00000001"] * 2,
+        "question_id": ["001-1", "001-2"],
+        "task_type": ["Counting Problem", "Object Recognition"],
+        "question": ["When does the square turn green?", "What colour is the square at the end?"],
+        "options": [["A. At 1 s.", "B. At 2 s.", "C. Never.", "D. At 0 s."], ["A. Red.", "B. Green.", "C. Blue.", "D. Black."]],
+        "answer": ["A", "B"],
+    }  # fmt: skip
+    pq.write_table(pa.table(rows), root / "videomme" / "test-00000-of-00001.parquet")
+    return root
+
+
+def test_videomme_fields_runs_and_scores(tmp_path, model_dir):
+    data = build_videomme(tmp_path / "v")
+    samples = load_samples(TASKS["videomme"], data)
+    first = samples[0]
+    assert first.id == "001-1" and first.category == "short" and first.video.endswith("data/vid00000001.mp4")
+    assert first.question.splitlines()[0].startswith("Select the best answer")
+    assert first.question.endswith("D. At 0 s.\nThe best answer is:") and first.meta["options"]["B"] == "At 2 s."
+    out = tmp_path / "out"
+    argv = ["--task", "videomme", "--data", str(data), "--model", str(model_dir), "--output", str(out)]
+    assert main([*argv, "--max-new-tokens", "3", "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_failed"] == 0
+    given = tmp_path / "p.jsonl"
+    given.write_text('{"id": "001-1", "prediction": "A"}\n{"id": "001-2", "prediction": "The best answer is C."}\n')
+    argv = ["--task", "videomme", "--data", str(data), "--predictions", str(given), "--output", str(tmp_path / "o2")]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "o2" / "metrics.json").read_text())
+    assert result["metrics"] == {"choice_accuracy": 50.0} and result["categories"]["short"]["choice_accuracy"] == 50.0
+
+
+def build_mvbench(root):
+    """OpenGVLab/MVBench layout: json/<task>.json, videos under video/<source folder>/; Episodic
+    Reasoning reads folders of frames."""
+    (root / "json").mkdir(parents=True)
+    write_mp4(root / "video" / "star" / "Charades_v1_480" / "AB12C.mp4", seconds=3, fps=12)
+    for index in range(1, 31):  # 10 s of frames at 3 fps
+        save_png(root / "video" / "tvqa" / "frames_fps3_hq" / "clip_1" / f"{index:05d}.jpg", index)
+    sequence = [
+        {
+            "video": "AB12C.mp4",
+            "question": "What happened after the person took the box?",
+            "candidates": ["Put down the cup.", "Opened the door.", "Sat on the bed."],
+            "answer": "Opened the door.",
+            "start": 0.5,
+            "end": 2.5,
+        }
+    ]
+    episodic = [{"video": "clip_1", "question": "Why is Sheldon angry?",
+                 "candidates": ["His spot was taken.", "He lost a game.", "It rained.", "No reason."],
+                 "answer": "His spot was taken.", "start": 0.0, "end": 10.0}]  # fmt: skip
+    (root / "json" / "action_sequence.json").write_text(json.dumps(sequence))
+    (root / "json" / "episodic_reasoning.json").write_text(json.dumps(episodic))
+    return root
+
+
+def test_mvbench_fields_frames_and_run(tmp_path, model_dir):
+    from qwen_vl.eval.datasets.mvbench import segment_middles
+
+    assert segment_middles(32, 3, None) == list(range(1, 32, 2))  # the middles of 16 two-frame segments
+    assert segment_middles(30, 3, (0.0, 10.0), first=1)[:3] == [1, 3, 5]
+    data = build_mvbench(tmp_path / "mv")
+    samples = {s.id: s for s in load_samples(TASKS["mvbench"], data)}
+    sequence, episodic = samples["action_sequence:0"], samples["episodic_reasoning:0"]
+    assert sequence.answers == ["B"] and sequence.category == "Action Sequence"
+    assert sequence.meta["video_options"] == {"nframes": 16, "video_start": 0.5, "video_end": 2.5}
+    assert "Question: What happened" in sequence.question and "\n(C) Sat on the bed.\n" in sequence.question
+    assert episodic.answers == ["A"] and len(episodic.video) == 16 and episodic.video[0].endswith("clip_1/00001.jpg")
+    out = tmp_path / "out"
+    argv = ["--task", "mvbench", "--data", str(data), "--model", str(model_dir), "--output", str(out)]
+    assert main([*argv, "--max-new-tokens", "3", "--no-progress"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["num_samples"] == 2 and result["num_failed"] == 0, result["failures"]
+    assert set(result["categories"]) == {"Action Sequence", "Episodic Reasoning"}

@@ -10,7 +10,7 @@ from qwen_vl.eval.report import markdown, ocrbench_summary, score_run
 from qwen_vl.eval.scoring import METRICS, failed_value
 from qwen_vl.eval.tasks import TASKS
 
-# ---- VQA normalisation and accuracy -----------------------------------------------------------
+# ---- VQA accuracy: vqaEval.py, lmms-eval's variant, TextVQA's evaluator -----------------------
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,7 @@ from qwen_vl.eval.tasks import TASKS
         ("yes!", "yes"),  # trailing punctuation (replaced by a space, then split away)
         ("3.5", "3.5"),  # a period before a digit stays
         ("1,000", "1000"),  # comma between digits: punctuation deleted
+        ("1,,000", "1 000"),  # two commas are not "a comma between digits": each becomes a space
         ("black/white", "black white"),  # punctuation not touching a space -> space
         ("red, blue", "red blue"),  # ", " touches a space -> deleted
         ("dont", "don't"),  # contraction restored
@@ -38,6 +39,12 @@ def test_vqa_normalize(raw, normalised):
     assert m.vqa_normalize(raw) == normalised
 
 
+def test_vqa_punctuation_removes_at_most_32_periods():
+    # vqaEval.py passes re.UNICODE (32) as re.sub's count
+    assert m.vqa_punctuation("." * 40) == "." * 8
+    assert m.vqa_punctuation("a." * 33) == "a" * 32 + "a."
+
+
 @pytest.mark.parametrize(
     "humans_saying_dog, expected",
     [
@@ -47,7 +54,7 @@ def test_vqa_normalize(raw, normalised):
         (2, (2 * (1 / 3) + 8 * (2 / 3)) / 10),  # 0.6
         (3, (3 * (2 / 3) + 7 * 1) / 10),  # 0.9
         (4, 1.0),
-        (10, 1.0),
+        (9, 1.0),
     ],
 )
 def test_vqa_accuracy_leave_one_out(humans_saying_dog, expected):
@@ -55,17 +62,41 @@ def test_vqa_accuracy_leave_one_out(humans_saying_dog, expected):
     assert m.vqa_accuracy("The dog.", answers) == pytest.approx(expected)
 
 
-def test_vqa_accuracy_normalises_both_sides():
-    assert m.vqa_accuracy("two", ["2"] * 10) == 1.0
-    assert m.vqa_accuracy("2", ["Two"] * 10) == 1.0
-    assert m.vqa_accuracy("a dont", ["don't"] * 10) == 1.0
-    assert m.vqa_accuracy("", ["yes"] * 10) == 0.0
+@pytest.mark.parametrize(
+    "prediction, answers, official, lmms, textvqa",
+    [
+        # vqaEval.py normalises only when the ten answers are not all the same
+        ("Yes", ["yes"] * 10, 0.0, 1.0, 1.0),
+        ("yes.", ["yes"] * 10, 0.0, 1.0, 1.0),
+        ("two", ["2"] * 10, 0.0, 1.0, 1.0),
+        ("The dog.", ["dog"] * 10, 0.0, 1.0, 1.0),
+        (" yes\n", ["yes"] * 10, 1.0, 1.0, 1.0),  # newlines and the ends are cleaned always
+        ("yes", ["yes"] * 10, 1.0, 1.0, 1.0),
+        ("Yes", ["yes"] * 9 + ["no"], 1.0, 1.0, 1.0),  # answers differ: normalised
+        ("two", ["2"] * 3 + ["3"] * 7, 0.9, 0.9, 0.9),
+        # TextVQA's processor lower-cases first, drops "?" and ",", splits "'s" off
+        ("John's", ["john's"] * 10, 0.0, 1.0, 1.0),
+        ("john's", ["john 's"] * 9 + ["x"], 0.0, 0.0, 1.0),
+        ("why?", ["why"] * 9 + ["x"], 1.0, 1.0, 1.0),
+        ("1,,000", ["1000"] * 9 + ["x"], 0.0, 1.0, 1.0),  # the EvalAI digit-comma test allows ",,"
+        ("", ["yes"] * 10, 0.0, 0.0, 0.0),
+        ("", [""] * 10, 1.0, 1.0, 1.0),
+    ],
+)
+def test_vqa_accuracy_variants(prediction, answers, official, lmms, textvqa):
+    assert m.vqa_accuracy(prediction, answers) == pytest.approx(official)
+    assert m.vqa_accuracy_lmms(prediction, answers) == pytest.approx(lmms)
+    assert m.textvqa_accuracy(prediction, answers) == pytest.approx(textvqa)
+
+
+def test_vqa_accuracy_edges():
     assert m.vqa_accuracy("yes", []) == 0.0
-    assert m.vqa_accuracy("", [""] * 10) == 1.0
-    assert m.vqa_accuracy("Yes", ["yes"]) == 1.0  # a single reference: exact match after normalising
+    assert m.vqa_accuracy("Yes", ["yes"]) == 0.0  # one answer: exact match of the cleaned strings
+    assert m.vqa_accuracy(" yes ", ["yes"]) == 1.0
+    assert m.evalai_normalize("What's the Coca-Cola, sign?") == "what 's coca cola sign"
 
 
-# ---- ANLS --------------------------------------------------------------------------------------
+# ---- ANLS (the RRC scorer) --------------------------------------------------------------------------
 
 
 def test_anls_threshold_edges():
@@ -75,19 +106,29 @@ def test_anls_threshold_edges():
     assert m.levenshtein(ref, five_wrong) == 5 and m.levenshtein(ref, six_wrong) == 6
     assert m.anls(five_wrong, [ref]) == pytest.approx(6 / 11)  # just over the threshold: kept
     assert m.anls(six_wrong, [ref]) == 0.0  # just under: zero
-    assert m.anls("abcdeVWXYZ", ["abcdefghij"]) == pytest.approx(0.5)  # exactly 0.5 is kept (RRC scorer)
+    assert m.anls("abcdeVWXYZ", ["abcdefghij"]) == pytest.approx(0.5)  # exactly 0.5 is kept
     assert m.anls("abcdefWXYZ", ["abcdefghij"]) == pytest.approx(0.6)
 
 
-def test_anls_case_whitespace_best_reference_and_empty():
+def test_anls_divides_by_the_raw_lengths():
+    # the distance is taken on stripped, lower-cased, collapsed strings ...
     assert m.anls("  Hello   World ", ["hello world"]) == 1.0
+    # ... but divided by the longer raw string: "  abcd  " is 8 long, 1 edit -> 1 - 1/8
+    assert m.anls("abcd", ["abce"]) == pytest.approx(0.75)
+    assert m.anls("  abcd  ", ["abce"]) == pytest.approx(0.875)
+    assert m.anls("Hello  World", ["hello world!"]) == pytest.approx(1 - 1 / 12)
+    # upper-casing "ß" gives "SS": lengths 2 and 1, one edit -> 0.5, kept
+    assert m.anls("ß", ["s"]) == pytest.approx(0.5)
+
+
+def test_anls_best_reference_and_empty():
     assert m.anls("hellp", ["xyz", "hello"]) == pytest.approx(0.8)  # best reference: 1 - 1/5
     assert m.anls("", [""]) == 1.0
     assert m.anls("", ["abc"]) == 0.0
     assert m.anls("abc", []) == 0.0
 
 
-# ---- ChartQA relaxed accuracy --------------------------------------------------------------------
+# ---- ChartQA relaxed accuracy (pix2struct's relaxed_correctness) -------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -100,22 +141,28 @@ def test_anls_case_whitespace_best_reference_and_empty():
         ("45%", "0.45", True),  # a percentage is x/100
         ("44%", "45%", True),  # |0.44 - 0.45| / 0.45 = 2.2%
         ("45%", "45", False),  # 0.45 vs 45
-        ("0", "0", True),  # zero target: exact match
+        ("12 %", "0.12", True),  # float() reads "12 "
+        ("0", "0", True),  # zero target: the strings decide
         ("0.0", "0", False),
-        ("Yes", "yes", True),  # text: exact, case-insensitive
+        ("1e1", "10", True),  # float() reads exponents ...
+        ("1_000", "1000", True),  # ... and digit underscores
+        ("1,000", "1000", False),  # not a float: exact match fails
+        ("nan", "nan", False),  # NaN compares false
+        ("Yes", "yes", True),  # text: equal after lower-casing
         ("Yes.", "yes", False),
-        ("1,000", "1000", False),  # not a number as written: exact match fails
+        ("yes ", "yes", False),  # nothing stripped inside the rule
     ],
 )
 def test_relaxed_match(prediction, answer, correct):
     assert m.relaxed_match(prediction, answer) is correct
 
 
-def test_relaxed_accuracy_any_reference():
+def test_relaxed_accuracy_any_reference_stripped_prediction():
     assert m.relaxed_accuracy("21", ["apple", "20"]) == 1.0
     assert m.relaxed_accuracy("22", ["apple", "20"]) == 0.0
-    assert m.parse_number(" 12.5 % ") == pytest.approx(0.125)
-    assert m.parse_number("nan") is None and m.parse_number("12a") is None
+    assert m.relaxed_accuracy(" yes\n", ["yes"]) == 1.0
+    assert m.parse_number("12.5%") == pytest.approx(0.125)
+    assert m.parse_number(" 12.5 % ") is None and m.parse_number("12a") is None
 
 
 # ---- OCRBench -------------------------------------------------------------------------------------
@@ -142,36 +189,27 @@ def test_ocrbench_categories_and_published_total():
     assert summary["final_score"] == sum(range(1, 11)) and summary["out_of"] == 1000
 
 
-# ---- multiple choice --------------------------------------------------------------------------------
+# ---- multiple choice (the extractor's table is in test_choice.py) ----------------------------------------
 
 OPTIONS = {"A": "cat", "B": "dog", "C": "red car", "D": "car"}
-
-
-@pytest.mark.parametrize(
-    "prediction, letter",
-    [
-        ("B", "B"),
-        ("(C)", "C"),
-        ("B.", "B"),
-        (" [D] ", "D"),
-        ("The answer is D.", "D"),
-        ("Answer: (A)", "A"),
-        ("I pick option B because it barks", "B"),
-        ("C) red car", "C"),
-        ("A dog.", "B"),  # "A" here is an article; the option text decides
-        ("I think it's the red car", "C"),  # "car" lies inside the matching "red car"
-        ("cat or dog", None),  # two options named: no answer
-        ("E", None),  # not a candidate
-        ("", None),
-    ],
-)
-def test_extract_choice(prediction, letter):
-    assert m.extract_choice(prediction, OPTIONS) == letter
 
 
 def test_choice_accuracy():
     assert m.choice_accuracy("The answer is (b)", "B", OPTIONS) == 1.0
     assert m.choice_accuracy("B", "C", OPTIONS) == 0.0
+    assert m.choice_accuracy("B and C", "C", OPTIONS) == 0.0  # refused, scored wrong
+
+
+def test_circular_accuracy_needs_every_rotation():
+    circular = METRICS["circular_accuracy"]
+    rotations = [Sample(str(i + k * 1_000_000), "", ["B"], meta={"options": OPTIONS, "circular_group": str(i)})
+                 for i in (1, 2) for k in range(4)]  # fmt: skip
+    values = [circular.score("B", s) for s in rotations]
+    assert circular.aggregate(values) == 100.0
+    values[5] = circular.score("C", rotations[5])  # one rotation of question 2 wrong
+    assert circular.aggregate(values) == 50.0
+    values[0] = failed_value(circular, rotations[0])
+    assert values[0] == ["1", 0.0] and circular.aggregate(values) == 0.0
 
 
 # ---- exact match, CER, WER, event seconds --------------------------------------------------------------
@@ -242,3 +280,59 @@ def test_mean_aggregate_in_percent():
     assert METRICS["anls"].aggregate([1.0, 0.5, 0.0, 0.6]) == pytest.approx(52.5)
     assert METRICS["ocrbench"].aggregate([1.0, 0.0, 1.0]) == 2.0
     assert math.isclose(METRICS["exact_match"].aggregate([]), 0.0)
+
+
+# ---- MMMU open answers (the rules of MMMU's eval_utils.py) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prediction, answers, correct",
+    [
+        ("So the result is 3.14159", ["3.14"], True),  # numbers compare rounded to 2 decimals
+        ("12", ["12.001"], True),
+        ("x = 12.50", ["12.5"], True),  # "=" marks the answer on the last line
+        ("It is a rhombus.", ["square", "rhombus"], True),  # the answer text inside the tail after "is "
+        ("It is blue.\nSo the answer is Blue", ["blue"], True),
+        ("a", ["a"], True),  # one character: matched with a space on one side
+        ("banana", ["a"], False),  # ... so not inside a word
+        ("The answer is 1,234.5 dollars", ["1234.5"], False),  # read as 1,234 and 234.5
+        ("The answer is 1,234 dollars", ["1234"], True),
+        ("It is a circle", ["square"], False),
+    ],
+)
+def test_mmmu_open_match(prediction, answers, correct):
+    assert m.mmmu_open_match(prediction, answers) == float(correct)
+
+
+# ---- MathVista (calculate_score.py's normalisation; rules instead of its GPT-4 extraction) --------------
+
+CHOICES = {"question_type": "multi_choice", "answer_type": "text", "choices": ["3", "4", "5"], "precision": None}
+INTEGER = {"question_type": "free_form", "answer_type": "integer", "choices": [], "precision": None}
+FLOAT = {"question_type": "free_form", "answer_type": "float", "choices": [], "precision": 2.0}
+LIST = {"question_type": "free_form", "answer_type": "list", "choices": [], "precision": None}
+
+
+@pytest.mark.parametrize(
+    "prediction, answer, meta, correct",
+    [
+        ("4", "4", CHOICES, True),  # the response is a choice
+        ("The answer is (B).", "4", CHOICES, True),  # a letter names its choice
+        ("**B**", "4", CHOICES, True),
+        ("B and C", "4", CHOICES, False),  # refused by the extractor, then the nearest choice: "3"
+        ("I think it is four", "4", CHOICES, False),  # no letter, no choice text: nearest choice, "3"
+        ("", "3", CHOICES, True),  # empty: every choice is 1 edit away, the first wins
+        ("12", "12", INTEGER, True),
+        ("12.0", "12", INTEGER, True),  # str(int(float(x)))
+        ("There are 12 apples, so the answer is 12.", "12", INTEGER, True),
+        ("x = 3 + 9 = 12", "12", INTEGER, True),  # the number after the last "="
+        ("Answer: 1,200", "1200", INTEGER, True),
+        ("twelve", "12", INTEGER, False),
+        ("3.14159", "3.14", FLOAT, True),  # rounded to the answer's precision
+        ("The answer is 3.1.", "3.14", FLOAT, False),
+        ('The answer is "3.14".', "3.14", FLOAT, True),  # the script's quick rule
+        ("The list is [1, 2, 3].", "[1, 2, 3]", LIST, True),
+        ("1, 2, 3", "[1, 2, 3]", LIST, False),
+    ],
+)
+def test_mathvista_match(prediction, answer, meta, correct):
+    assert m.mathvista_match(prediction, answer, meta) == float(correct)

@@ -1,6 +1,7 @@
 """The runner: scores by construction, failed samples, resume after SIGKILL, two processes = one,
 bad input as one clear line."""
 
+import base64
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import pytest
 
 from qwen_vl.eval.predictions import PREDICTIONS, read_records
 from qwen_vl.eval.runner import main
-from tests.eval.layouts import build_jsonl, build_textvqa
+from tests.eval.layouts import build_jsonl, build_textvqa, png_bytes, save_png
 
 REPO = Path(__file__).resolve().parents[2]
 NO_MATCH = "no such answer 12345"
@@ -84,7 +85,7 @@ def test_scores_by_construction_and_failed_sample(tmp_path, model_dir):
         == 0
     )
     result = json.loads((tmp_path / "o2" / "metrics.json").read_text())
-    assert result["metrics"]["vqa_accuracy"] == pytest.approx(100 * 2 / 5)
+    assert result["metrics"]["textvqa_accuracy"] == pytest.approx(100 * 2 / 5)
     assert (
         result["num_failed"] == 1
         and "img003.jpg" in result["failures"]["7003"]
@@ -162,7 +163,7 @@ def test_two_processes_give_the_same_metrics_as_one(tmp_path, model_dir):
     one = json.loads((tmp_path / "one-v2" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
-    assert two["metrics"] == one["metrics"] and two["metrics"]["vqa_accuracy"] == pytest.approx(100 * 3 / 7)
+    assert two["metrics"] == one["metrics"] and two["metrics"]["textvqa_accuracy"] == pytest.approx(100 * 3 / 7)
     for key in ("num_samples", "num_failed", "num_missing", "failures"):
         assert two[key] == one[key]
     assert predictions(tmp_path / "two") == said
@@ -223,3 +224,91 @@ def test_qwen_vl_eval_subcommand(tmp_path):
         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_resume_retries_failed_samples(tmp_path, model_dir):
+    data = build_textvqa(tmp_path / "v", missing=(1,))
+    out = tmp_path / "out"
+    common = ["--task", "textvqa", "--data", data, "--model", model_dir, "--output", out, "--max-new-tokens", "2"]
+    assert run_eval(*common) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_failed"] == 1
+    save_png(data / "train_images" / "img001.jpg", 1)  # the missing image turns up
+    assert run_eval(*common, "--resume") == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["num_failed"] == 0 and result["failures"] == {}
+    said = predictions(out)
+    assert len(said) == 3 and said["7001"] is not None
+
+
+def write_lines(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
+    data = build_textvqa(tmp_path / "v")  # every answer is ten times "sign"
+    given = write_lines(
+        tmp_path / "p.jsonl",
+        [{"id": 7000, "prediction": "Sign."}, {"id": "7001", "prediction": "board"}, {"id": "x", "prediction": "y"}],
+    )
+    out = tmp_path / "out"
+    argv = ["--task", "textvqa", "--data", data, "--predictions", given, "--output", out]
+    assert run_eval(*argv, "--model", tmp_path / "no-model") == 0  # the model is never loaded
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"] == {"textvqa_accuracy": 50.0}  # 7002 has no prediction: missing, not scored
+    assert result["num_missing"] == 1 and result["unmatched_predictions"] == 1
+    records = {r["id"]: r for r in read_records(out / PREDICTIONS)}
+    assert records["7000"]["scores"] == {"textvqa_accuracy": 1.0} and records["7001"]["scores"] == {
+        "textvqa_accuracy": 0.0
+    }
+    assert "| textvqa | 3 | 0 | 50.00 |" in (out / "metrics.md").read_text()
+    assert run_eval(*argv, "--metric", "vqa_accuracy,vqa_accuracy_lmms", "--output", tmp_path / "o2") == 0
+    assert json.loads((tmp_path / "o2" / "metrics.json").read_text())["metrics"] == {
+        "vqa_accuracy": 0.0,  # vqaEval.py: the ten answers agree, so "Sign." is compared as written
+        "vqa_accuracy_lmms": 50.0,
+    }
+    capsys.readouterr()
+    assert run_eval(*argv) == 2  # the output folder holds a run
+    assert "pick another --output" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "7000", "prediction": "a"}\nnot json\n')
+    assert run_eval("--task", "textvqa", "--data", data, "--predictions", bad, "--output", tmp_path / "o3") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "bad.jsonl:2" in err and "\n" not in err
+    other = write_lines(tmp_path / "other.jsonl", [{"id": "q1", "prediction": "a"}])
+    assert run_eval("--task", "textvqa", "--data", data, "--predictions", other, "--output", tmp_path / "o4") == 2
+    assert "none of its ids" in capsys.readouterr().err
+
+
+def test_mmbench_main_questions_by_default_and_circular(tmp_path):
+    data = build_mmbench_circular(tmp_path / "m")
+    # question 11 (answer B) is right in all four rotations; question 12 (answer D) in three of four
+    rows = [{"id": "11", "prediction": "**B**"}, {"id": "12", "prediction": "The answer is D."}]
+    rows += [{"id": str(11 + k * 1_000_000), "prediction": f"<answer>{'ADC'[k - 1]}</answer>"} for k in (1, 2, 3)]
+    rows += [{"id": str(12 + k * 1_000_000), "prediction": "CBB"[k - 1] + "."} for k in (1, 2, 3)]  # last: A
+    given = write_lines(tmp_path / "p.jsonl", rows)
+    common = ["--task", "mmbench", "--data", data, "--predictions", given]
+    assert run_eval(*common, "--output", tmp_path / "plain") == 0
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert plain["num_samples"] == 2 and plain["metrics"] == {"choice_accuracy": 100.0}
+    assert run_eval(*common, "--output", tmp_path / "circ", "--circular") == 0
+    circ = json.loads((tmp_path / "circ" / "metrics.json").read_text())
+    assert circ["num_samples"] == 8
+    assert circ["metrics"] == {"circular_accuracy": 50.0, "choice_accuracy": 87.5}
+    assert run_eval("--task", "textvqa", "--data", data, "--predictions", given, "--circular") == 2
+
+
+def build_mmbench_circular(root):
+    """Two questions and their three rotations each (index + k * 1e6, options shifted k places)."""
+    root.mkdir(parents=True, exist_ok=True)
+    image = base64.b64encode(png_bytes(0)).decode()
+    header = ["index", "question", "A", "B", "C", "D", "answer", "category", "image"]
+    lines = ["\t".join(header)]
+    for index, options, answer in [(11, ["red", "green", "blue", "black"], 1), (12, ["a", "b", "c", "d"], 3)]:
+        for k in range(4):
+            shifted = options[k:] + options[:k]  # rotation k: the answer moves k places up
+            letter = "ABCD"[(answer - k) % 4]
+            row = [str(index + k * 1_000_000), "Which?", *shifted, letter, "colour", image if k == 0 else str(index)]
+            lines.append("\t".join(row))
+    (root / "MMBench_DEV_EN.tsv").write_text("\n".join(lines) + "\n")
+    return root
