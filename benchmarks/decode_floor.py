@@ -20,6 +20,7 @@ import torch
 from generate import best_of, build_model, prompt, read_bandwidth
 
 from qwen_vl.generation import SamplingConfig, generate_ids
+from qwen_vl.quantization.convert import pack_model
 
 
 def step_products(model) -> list:
@@ -46,10 +47,10 @@ def main():
     if args.new_tokens < 2:
         parser.error("--new-tokens must be at least 2 (a decode step is timed from the tokens after the first)")
     model = build_model().to(torch.bfloat16)
-    if model.pack_for_inference() == 0:
+    text_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not n.startswith("visual."))
+    if pack_model(model) == 0:
         raise SystemExit("error: this CPU has no oneDNN bf16 packing; the floor is measured on the packed path")
     batch, sampling = prompt(), SamplingConfig(max_new_tokens=args.new_tokens)
-    text_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not n.startswith("visual."))
     products = step_products(model)
 
     def run_products():

@@ -18,8 +18,8 @@ import torch
 
 from qwen_vl.config import VisionConfig
 from qwen_vl.hardware import as_dtype
-from qwen_vl.modeling.layers import pack_linears
 from qwen_vl.modeling.vision import VisionEncoder
+from qwen_vl.quantization.convert import pack_model
 
 
 def build_pair(dtype):
@@ -42,7 +42,7 @@ def build_pair(dtype):
     theirs = Qwen2_5_VisionTransformerPretrainedModel._from_config(hf_cfg).eval()
     theirs.load_state_dict(ours.state_dict())
     ours.to(dtype)
-    pack_linears(ours)  # as qwen_vl.loading.load_model does on CPU (bf16 only)
+    pack_model(ours)  # as qwen_vl.loading.load_model does on CPU (bf16 only)
     return ours, theirs.to(dtype)
 
 

@@ -45,10 +45,10 @@ rm -rf runs/bundled
 say "data"
 vision_data
 say "stage 0: the LLM, its reading and the stages' data, beside the vision step"
-python -m bundled_model.pretrain_llm --out runs/bundled/llm_words --steps 0 --min-pixels 50176
+python -m bundled_model.pretrain_llm --out runs/bundled/llm_words --steps 0
 export OMP_NUM_THREADS=1
-{  # 1,200 steps: every question type had formed by step 900 of stop 50's 1,500 (docs/bundled_model.md)
-    tagged llm python -m bundled_model.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000 --min-pixels 50176
+{  # 1,200 steps of stage 0b: every question type forms by about step 900 (docs/bundled_model.md)
+    tagged llm python -m bundled_model.pretrain_llm --out runs/bundled/llm --steps 500 --lines 20000 --chats 12000
     say "stage 0b"
     tagged 0b python -m bundled_model.pretrain_reading --llm runs/bundled/llm --out runs/bundled/llm_read --steps 1200 \
         --turns 4 --lookup-weight 1 --kind-copy-layer 1 --compare-weight 1 --min-answers 0.8
@@ -56,8 +56,8 @@ export OMP_NUM_THREADS=1
     tagged data stage_data
 } &
 reading=$!
-tagged vision python -m bundled_model.pretrain_vision --config bundled_model/configs/stage1.yaml --llm runs/bundled/llm_words \
-    --steps 1800 --word-heads --pooled-weight 1 --word-drills 0 --drill-sizes log --grid-weight 1 \
+tagged vision python -m bundled_model.pretrain_vision --config bundled_model/configs/stage1.yaml \
+    --llm runs/bundled/llm_words --steps 1800 \
     --data data/bundled/train_full/caption.jsonl data/bundled/train/{vqa,ocr}.jsonl data/bundled/train2/ocr.jsonl \
     --heldout data/bundled/heldout/{caption,ocr}.jsonl
 wait "$reading"  # a failed stage 0, 0b or data step fails the build here
@@ -66,9 +66,9 @@ wait "$reading"  # a failed stage 0, 0b or data step fails the build here
 #    fitted to stage 2's LLM (LLM frozen); stage 3: the LLM learns when a clip's event happens
 #    (bundled_model/video_time.py: a probe of each video token's second, one of the tokens whose share of the
 #    event shape's ink changed, a head told the event's changed tokens; pictures mixed in) in three passes,
-#    each a warm restart with another draw order, on the refitted tower's tokens (stops 49 and 50: the
-#    event lookup formed in the pass after the refit, not in three passes before it); stage 5: the tower
-#    and the LLM fitted to each other on pictures (the LLM learning too since stop 54)
+#    each a warm restart with another draw order, on the refitted tower's tokens (the event lookup forms
+#    in the pass after the refit, not in passes before it); stage 5: the tower and the LLM fitted to each
+#    other on pictures (both learning)
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
@@ -89,8 +89,7 @@ from=runs/bundled/stage4/final
 for pass in 0 1 2; do
     say "stage 3, pass $pass"
     two_processes "stage3_$pass" -m bundled_model.video_time --model "$from" --out "runs/bundled/stage3_$pass" --seed "$pass" \
-        --steps 1000 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25 \
-        --change-labels ink --no-progress
+        --steps 1000 --data data/bundled/{train,train2}/video.jsonl data/bundled/{train,train2}/{caption,vqa,ocr}.jsonl:0.25
     from=runs/bundled/stage3_$pass
 done
 say "stage 5"

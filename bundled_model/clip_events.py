@@ -1,14 +1,14 @@
 """Labels for reading a rendered clip's event time: which video tokens changed, and where the event shows.
 
 "When does the star appear?" needs the second of the event's temporal token, and M-RoPE puts a token's
-time only into attention scores. On rendered clips a time code (bundled_model/time_code.py) and a lookup of
-the event's shape (bundled_model/lookup.py) were not enough: the head found the shape in every temporal token
-that shows it, not the first one, and the answers stayed guesses. What made them form (bundled_model/video_time.py, stop 40 in
-docs/bundled_model.md) is a third target: a linear probe on a decoder layer's output asked, per video
-token, whether its content changed since the same place one temporal token before, and the lookup told
-to look at the tokens that changed where the event happens. A change is local in (t, h, w), so a head
-can learn it from M-RoPE offsets; the event's token is then the one changed token the question's shape
-names.
+time only into attention scores. A time code (bundled_model/time_code.py) and a lookup of the event's
+shape (bundled_model/lookup.py) are not enough on rendered clips: the head finds the shape in every
+temporal token that shows it, not the first one. A third target makes the answers form
+(bundled_model/video_time.py, docs/bundled_model.md): a linear probe on a decoder layer's output asked,
+per video token, whether its content changed since the same place one temporal token before, and the
+lookup told to look at the tokens that changed where the event happens. A change is local in (t, h, w),
+so a head can learn it from M-RoPE offsets; the event's token is then the one changed token the
+question's shape names.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from bundled_model.pretrain_vision import shape_labels, token_boxes
+from bundled_model.pretrain_vision import token_boxes
 from bundled_model.synthetic_render import draw_shape
 from bundled_model.synthetic_world import Background, Shape, VideoEvent, VideoScene
+from qwen_vl.modeling.text import LayerIO
 from qwen_vl.processing.video_sampling import FrameRange, sample_frame_count, sample_indices
 
 WHEN_TYPES = ("appear", "disappear", "change", "start")  # clip questions answered with a second
@@ -53,36 +54,27 @@ def shown_frames(scene: VideoScene, processor) -> list[int]:
     return frames[:: processor.image_settings.temporal_patch_size]
 
 
-def changed_tokens(
-    scene: VideoScene, shown: list[int], grid_h: int, grid_w: int, unit: int, by: str = "centre"
-) -> torch.Tensor:
-    """bool [T, grid_h * grid_w]: the merged tokens under the event's shape whose content differs from the
-    same token one temporal token before (it came, went, moved or changed colour; the other shapes stay
-    still). The first temporal token has nothing before it: all False. `by`: "centre" counts a token
-    under the shape where the shape covers its centre pixel; "ink" counts every token whose share of
-    the shape's ink changed by more than INK_SHARE (or that holds ink of a recoloured shape), which
-    includes the edge tokens whose content changed while their centre did not."""
+def changed_tokens(scene: VideoScene, shown: list[int], grid_h: int, grid_w: int, unit: int) -> torch.Tensor:
+    """bool [T, grid_h * grid_w]: the merged tokens whose share of the event's shape's ink changed by
+    more than INK_SHARE since the same token one temporal token before, or that hold ink of the shape
+    when it changed colour (it came, went, moved or changed colour; the other shapes stay still). This
+    includes the edge tokens whose content changed while their centre did not. The first temporal
+    token has nothing before it: all False."""
     boxes = token_boxes(scene.height, scene.width, grid_h, grid_w, unit)
     kind = scene.shapes[scene.event.shape].kind
     under, colours = [], []
     for frame in shown:
         visible, colour, bbox = scene.shape_state(scene.event.shape, frame)
         if not visible:
-            under.append(torch.zeros(len(boxes), dtype=torch.float32 if by == "ink" else torch.bool))
-        elif by == "ink":
-            under.append(ink_shares(kind, bbox, boxes, scene.width, scene.height))
+            under.append(torch.zeros(len(boxes), dtype=torch.float32))
         else:
-            owners = shape_labels({"shapes": [{"kind": kind, "colour": colour, "bbox": bbox}]}, boxes)[3]
-            under.append(torch.tensor(owners) > 0)
+            under.append(ink_shares(kind, bbox, boxes, scene.width, scene.height))
         colours.append(colour)
     changed = torch.zeros(len(shown), len(boxes), dtype=torch.bool)
     for k in range(1, len(shown)):
         recoloured = colours[k] != colours[k - 1]
-        if by == "ink":
-            held = (under[k] > INK_SHARE) | (under[k - 1] > INK_SHARE)
-            changed[k] = ((under[k] - under[k - 1]).abs() > INK_SHARE) | (held & recoloured)
-        else:
-            changed[k] = (under[k] ^ under[k - 1]) | (under[k] & under[k - 1] & recoloured)
+        held = (under[k] > INK_SHARE) | (under[k - 1] > INK_SHARE)
+        changed[k] = ((under[k] - under[k - 1]).abs() > INK_SHARE) | (held & recoloured)
     return changed
 
 
@@ -111,17 +103,17 @@ def event_tokens(scene: VideoScene, shown: list[int], changed: torch.Tensor) -> 
 
 
 class ChangeProbe(nn.Module):
-    """Watches the output of `layer` ([B, L, E]) and scores a linear probe's guess of which video tokens
-    changed (call `loss` after the model's forward)."""
+    """Watches the output of decoder layer `layer` ([B, L, E], DecoderLayer.observe) and scores a
+    linear probe's guess of which video tokens changed (call `loss` after the model's forward)."""
 
     def __init__(self, layer: nn.Module, width: int):
         super().__init__()
         self.probe = nn.Linear(width, 1)
         self.hidden = None
-        layer.register_forward_hook(self._keep)
+        layer.observe(self._keep)
 
-    def _keep(self, module, args, output):
-        self.hidden = output
+    def _keep(self, seen: LayerIO) -> None:
+        self.hidden = seen.output
 
     def loss(self, video: torch.Tensor, changed: torch.Tensor) -> tuple[torch.Tensor, float]:
         """video: bool [B, L], the video tokens; changed: bool [N], theirs in row-major order ->

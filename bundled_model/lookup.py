@@ -1,77 +1,50 @@
 """Stage 0b's lookup loss: one attention head is told where a question's shape lies.
 
 "What colour is the star?" is answered by finding the grid slots that hold " star" and reading
-their colour. Learned from the answers alone, that lookup by kind did not form in thousands of
-steps (the LLM answered with any colour in the picture: docs/bundled_model.md). This loss names
+their colour. Learned from the answers alone, that lookup by kind does not form in thousands of
+steps (the LLM answers with any colour in the picture: docs/bundled_model.md). This loss names
 the slots instead: at the position that predicts an answer's first token, one head of one layer
 should put its attention on the image tokens of the shape the question asks about (colour, where
 and exists questions whose kind is in the picture). The loss is -log of that attention mass.
-For a clip's "When does ...?" the head is told where the event first shows (EventSample), at the
-position that predicts the answer's number.
+Stage 3 (bundled_model/video_time.py) uses the same loss to point a head at where a clip's event
+shows, at the position that predicts the answer's number.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from bundled_model.synthetic_world import vqa_type
 from qwen_vl.modeling.layers import apply_rotary
+from qwen_vl.modeling.text import LayerIO
 from qwen_vl.training.data import IGNORE, Sample
 
-LOOKUP_TYPES = ("colour", "where", "exists", "when")  # questions naming a shape by its kind; "when": a clip's event
+LOOKUP_TYPES = ("colour", "where", "exists")  # questions naming a shape by its kind
 NUMBER_AT = 2  # "At 4 seconds." is "At", " ", "4", ...: the number is the answer's third token
 
 
-@dataclass
-class EventSample(Sample):
-    """A one-question clip sample that knows where its event first shows."""
-
-    event_slots: torch.Tensor | None = None  # bool [L]: the event's shape where it first shows; None: not a "when"
-    second: int | None = None  # the second a "when" answer says; None: "Which way does it move?"
-
-
 def lookup_targets(
-    sample: Sample,
-    tokenizer,
-    image_token_id: int,
-    match_exists: bool = False,
-    types: tuple = LOOKUP_TYPES,
-    kind_word: bool = False,
+    sample: Sample, tokenizer, image_token_id: int, kind_word: bool = False
 ) -> list[tuple[int, torch.Tensor]]:
     """Per looked-up turn of an image chat whose pixel_values are slot words ([T, 3]: colour,
     kind, region ids): (position predicting the answer's first token, bool [L]: the image tokens
-    whose slot holds the asked kind). With `match_exists`, an "Is there a {colour} {kind}?" turn
-    targets the slots holding both, or the <|vision_start|> before the image when none does, so
-    that where the head looks is already the answer. With `kind_word`, the target is the question's
-    own kind word instead (the token a head before the lookup copies to the answer position). For an
-    EventSample: (position predicting its answer's number, the video tokens of its event). `types`:
-    the question types looked up."""
+    whose slot holds the asked kind). With `kind_word`, the target is the question's own kind word
+    instead (the token a head before the lookup copies to the answer position)."""
     tokens, words = sample.input_ids, sample.pixel_values
-    if isinstance(sample, EventSample):
-        if kind_word or "when" not in types or sample.event_slots is None or not sample.event_slots.any():
-            return []
-        return [(number_position(sample), sample.event_slots)]
     if sample.image_grid_thw is None or words is None:
         return []
     image = (tokens == image_token_id).nonzero()[:, 0]
     targets = []
     for position, question, qtype in asked_questions(sample, tokenizer, image_token_id):
-        if qtype not in types:
+        if qtype not in LOOKUP_TYPES:
             continue
-        *_, colour, kind = question.rstrip("?").split()  # "... a red star?"; colour questions end "the star?"
+        kind = question.rstrip("?").split()[-1]  # "... a red star?"; colour questions end "the star?"
         mask = torch.zeros(len(tokens), dtype=torch.bool)
         if kind_word:  # its last mention before the answer is the question's own
             mask[int((tokens[:position] == word_id(tokenizer, kind)).nonzero()[-1, 0])] = True
             targets.append((position, mask))
             continue
-        holds = words[:, 1] == word_id(tokenizer, kind)
-        if qtype == "exists" and match_exists:
-            holds &= words[:, 0] == word_id(tokenizer, colour)
-            if not holds.any():
-                mask[image[0] - 1] = True  # "no": the vision block's start
-        mask[image[holds]] = True
+        mask[image[words[:, 1] == word_id(tokenizer, kind)]] = True
         if mask.any():
             targets.append((position, mask))
     return targets
@@ -108,7 +81,7 @@ def word_id(tokenizer, word: str) -> int:
 
 
 def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: int, **which):
-    """lookup_targets (`which`: its match_exists and types) of a right-padded batch of `samples`
+    """lookup_targets (`which`: its kind_word) of a right-padded batch of `samples`
     -> ((batch row, position) pairs, bool targets [N, width])."""
     found = [(row, *t) for row, s in enumerate(samples) for t in lookup_targets(s, tokenizer, image_token_id, **which)]
     targets = torch.zeros(len(found), width, dtype=torch.bool)
@@ -118,20 +91,21 @@ def batch_targets(samples: list[Sample], tokenizer, image_token_id: int, width: 
 
 
 class LookupLoss:
-    """Watches the attention input of `layer` of a decoder and scores head `head`'s attention at
-    given rows against target keys (call `loss` after the model's forward)."""
+    """Watches the attention inputs of decoder layer `layer` (DecoderLayer.observe) and scores head
+    `head`'s attention at given rows against target keys (call `loss` after the model's forward)."""
 
     def __init__(self, layer: torch.nn.Module, head: int = 0):
-        self.attn, self.head, self.inputs = layer.self_attn, head, None
-        self.attn.register_forward_pre_hook(self._keep)
+        self.attn, self.head, self.seen = layer.self_attn, head, None
+        layer.observe(self._keep)
 
-    def _keep(self, module, args):
-        self.inputs = args[:4]  # x (normed), cos, sin, mask
+    def _keep(self, seen: LayerIO) -> None:
+        self.seen = seen
 
     def loss(self, rows: list[tuple[int, int]], targets: torch.Tensor) -> tuple[torch.Tensor, float]:
         """rows: (batch row, position) pairs; targets: bool [N, L] -> (mean -log attention mass on
         the targets, mean mass)."""
-        x, cos, sin, mask = self.inputs
+        seen = self.seen
+        x, cos, sin, mask = seen.attention_input, seen.cos, seen.sin, seen.mask
         attn, dim = self.attn, self.attn.head_dim
         group = attn.heads // attn.kv_heads
         length = x.shape[1]

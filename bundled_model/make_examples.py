@@ -47,6 +47,8 @@ IMAGES = [
 ]
 TEXT_IMAGE = ("sign.png", "sage", "garden river", "black", "What does the text say?")  # the answer is the text
 VIDEO = ("green_star.mp4", "When does the green star appear?", "At 2 seconds.")
+# Offered to show boxes drawn on the page; the demo model has not learned grounding, so no answer is claimed.
+GROUNDING = ("shapes.png", "Locate the red circle in the image and output the bbox coordinates in JSON format.")
 IMAGE_SIZE = (320, 160)  # width, height
 
 
@@ -81,7 +83,8 @@ def star_clip() -> VideoScene:
 
 
 def write_examples(out: Path = EXAMPLES_DIR) -> list[dict]:
-    """Write every example and examples.json ([{file, question, answer}]); returns that list."""
+    """Write every example and examples.json ([{file, question, answer}]; answer null where the
+    demo model's answer is not claimed); returns that list."""
     out.mkdir(parents=True, exist_ok=True)
     listing = []
     for name, background, shapes, question, answer in IMAGES:
@@ -96,6 +99,8 @@ def write_examples(out: Path = EXAMPLES_DIR) -> list[dict]:
     with atomic_path(out / name) as tmp:
         write_video(star_clip(), tmp)  # the writer names the container format itself
     listing.append({"file": name, "question": question, "answer": answer})
+    name, question = GROUNDING
+    listing.append({"file": name, "question": question, "answer": None, "kind": "grounding"})
     atomic_write_text(out / "examples.json", json.dumps(listing, indent=2) + "\n")
     for path in out.iterdir():  # temp files are created private; examples are public
         path.chmod(0o644)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -33,28 +34,37 @@ from qwen_vl.processing import build_tokenizer
 from qwen_vl.training.data import IGNORE, assistant_labels
 from qwen_vl.training.params import small_normal_init_
 
-from .synthetic import copy_lines, scene_qa_lines, tokenizer_corpus, world_items, world_text
+from .loop import Loop
+from .synthetic import tokenizer_corpus, world_items, world_text
 from .synthetic_world import vqa_type
+
+VOCAB_SIZE = 1024
+LR = 3e-3
+SEED = 0
+EMBEDDING_STD = 0.1  # the fixed random token embeddings' std (freeze_embeddings)
+MIN_PIXELS = 50176  # smallest image pixel budget of the VL model's processor: smaller pictures are upscaled
+MAX_PIXELS = 100352  # its largest
+VIDEO_MAX_PIXELS = 12544  # its pixel budget per video frame
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The decoder's sizes and the training windows' (the tests pass tiny ones)."""
+
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 768
+    seq_len: int = 128
+    batch_size: int = 16
 
 
 def parse_args(argv):
     p = OneLineParser(prog="python -m bundled_model.pretrain_llm", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="LLM directory to write")
-    p.add_argument("--vocab-size", type=int, default=1024)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--intermediate", type=int, default=768)
-    p.add_argument("--rope-theta", type=float, default=1e6, help="RoPE base of the decoder's (M-)RoPE frequencies")
     p.add_argument("--lines", type=int, default=20000, help="world_text lines to train on")
-    p.add_argument("--chats", type=int, default=20000, help="world items drawn for chat conversations")
-    p.add_argument(
-        "--qa-lines", type=int, default=0, help="lines telling a scene, then four questions about it with their answers"
-    )
-    p.add_argument("--copy-lines", type=int, default=0, help="lines that say a run of words twice (a copying drill)")
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--chats", type=int, default=12000, help="world items drawn for chat conversations")
     p.add_argument(
         "--steps",
         type=int,
@@ -62,42 +72,19 @@ def parse_args(argv):
         help="0 writes the untrained model: with frozen embeddings its tokenizer and embeddings are those a "
         "trained run writes, all the vision step reads, so the vision step can start beside the training",
     )
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--eval-every", type=int, default=0, metavar="N", help="print the answers read per question type every N steps"
-    )
-    p.add_argument(
-        "--frozen-embeddings",
-        type=float,
-        default=0.1,
-        metavar="STD",
-        help="draw the (tied) token embeddings at this std and keep them fixed; 0 learns them",
-    )
-    p.add_argument(
-        "--min-pixels", type=int, default=3136, help="smallest image pixel budget: smaller pictures are upscaled to it"
-    )
-    p.add_argument("--max-pixels", type=int, default=100352, help="image pixel budget of the VL model's processor")
-    p.add_argument("--video-max-pixels", type=int, default=12544, help="pixel budget per video frame")
     args = p.parse_args(argv)
     if args.steps < 0:
         p.error(f"--steps is >= 0, got {args.steps}")
-    if args.frozen_embeddings < 0:
-        p.error(f"--frozen-embeddings: a std is >= 0, got {args.frozen_embeddings}")
-    if not 3136 <= args.min_pixels <= args.max_pixels:
-        p.error(f"--min-pixels is in [3136, --max-pixels], got {args.min_pixels}")
     return args
 
 
-def save_processor(args, tokenizer) -> None:
+def save_processor(out: str, tokenizer) -> None:
     """The processor the VL stages inherit: small pixel budgets keep sequences short on a CPU."""
     from qwen_vl.processing import QwenVLProcessor
     from qwen_vl.processing.video import VideoSettings
 
-    video = VideoSettings(min_pixels=min(3136, args.video_max_pixels), max_pixels=args.video_max_pixels)
-    QwenVLProcessor(
-        tokenizer, min_pixels=args.min_pixels, max_pixels=args.max_pixels, video_settings=video
-    ).save_pretrained(args.out)
+    video = VideoSettings(min_pixels=min(3136, VIDEO_MAX_PIXELS), max_pixels=VIDEO_MAX_PIXELS)
+    QwenVLProcessor(tokenizer, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, video_settings=video).save_pretrained(out)
 
 
 MAX_PADS = 16  # vision placeholders of a video part in stage-0 chats
@@ -155,11 +142,7 @@ def answer_accuracy(model, tokenizer, seed: int, n: int = 300) -> dict[str, floa
     return {group: hits / total for group, (hits, total) in sorted(counts.items())}
 
 
-def accuracy_line(shares: dict[str, float]) -> str:
-    return ", ".join(f"{group} {share:.0%}" for group, share in shares.items())
-
-
-def freeze_embeddings(model: QwenVLForConditionalGeneration, std: float) -> None:
+def freeze_embeddings(model: QwenVLForConditionalGeneration) -> None:
     """Fixed random token embeddings (tied to the output head). In the world's text, the colours
     are interchangeable, and so are the kinds: learned embeddings of such words collapse onto
     one another (cosine 0.84 between colours and 0.91 between kinds after the 500-step recipe).
@@ -167,11 +150,12 @@ def freeze_embeddings(model: QwenVLForConditionalGeneration, std: float) -> None
     shows, and stage 1 freezes it. Random vectors in 256 dimensions stay nearly orthogonal."""
     weight = model.model.embed_tokens.weight
     with torch.no_grad():
-        weight.normal_(0, std)
+        weight.normal_(0, EMBEDDING_STD)
     weight.requires_grad_(False)
 
 
-def build(args, tokenizer) -> QwenVLForConditionalGeneration:
+def build(sizes: Sizes, tokenizer) -> QwenVLForConditionalGeneration:
+    """The decoder (its vision tower a placeholder) with frozen random token embeddings."""
     ids = {
         name: tokenizer.convert_tokens_to_ids(tok)
         for name, tok in [
@@ -183,16 +167,16 @@ def build(args, tokenizer) -> QwenVLForConditionalGeneration:
     }
     text = TextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
+        hidden_size=sizes.hidden,
+        intermediate_size=sizes.intermediate,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        num_key_value_heads=sizes.kv_heads,
         max_position_embeddings=4096,
-        rope_theta=args.rope_theta,
+        rope_theta=1e6,
     )
     # the vision tower is a placeholder here: only the text decoder is trained and saved
-    vision = VisionConfig(hidden_size=32, depth=1, num_heads=1, intermediate_size=32, out_hidden_size=args.hidden)
+    vision = VisionConfig(hidden_size=32, depth=1, num_heads=1, intermediate_size=32, out_hidden_size=sizes.hidden)
     config = QwenVLConfig(
         vision=vision,
         text=text,
@@ -202,67 +186,56 @@ def build(args, tokenizer) -> QwenVLForConditionalGeneration:
         torch_dtype="float32",
         **ids,
     )
-    torch.manual_seed(args.seed)
-    return small_normal_init_(QwenVLForConditionalGeneration(config))
+    torch.manual_seed(SEED)
+    model = small_normal_init_(QwenVLForConditionalGeneration(config))
+    freeze_embeddings(model)
+    return model
 
 
-def main(argv: list[str] | None = None) -> int:
+def lr_factor(step: int, warmup: int, steps: int) -> float:
+    """The learning rate's multiplier at `step`: linear warm-up over `warmup` steps times a cosine over all."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def main(argv: list[str] | None = None, sizes: Sizes = Sizes()) -> int:
     args = parse_args(argv)
-    from rich.progress import Progress
-
-    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=args.vocab_size)
+    tokenizer = build_tokenizer(tokenizer_corpus(), vocab_size=VOCAB_SIZE)
     if args.steps == 0:
-        model = build(args, tokenizer)
-        if args.frozen_embeddings:
-            freeze_embeddings(model, args.frozen_embeddings)
-        model.eval().save_llm(args.out)
-        save_processor(args, tokenizer)
+        build(sizes, tokenizer).eval().save_llm(args.out)
+        save_processor(args.out, tokenizer)
         print(f"wrote {args.out}: the untrained model (0 steps)")
         return 0
-    chats = render_chats(tokenizer, world_items(args.seed + 1, args.chats), args.seed)
-    lines = world_text(args.seed, args.lines) + scene_qa_lines(args.seed + 3, args.qa_lines)
-    lines += copy_lines(args.seed + 4, args.copy_lines)
-    windows = token_windows(tokenizer, lines + chats, args.seq_len, args.seed)
+    chats = render_chats(tokenizer, world_items(SEED + 1, args.chats), SEED)
+    windows = token_windows(tokenizer, world_text(SEED, args.lines) + chats, sizes.seq_len, SEED)
     pads = torch.tensor(tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]))
-    positions = torch.arange(args.seq_len).expand(args.batch_size, -1)
-    model = build(args, tokenizer).train()
-    if args.frozen_embeddings:
-        freeze_embeddings(model, args.frozen_embeddings)
+    positions = torch.arange(sizes.seq_len).expand(sizes.batch_size, -1)
+    model = build(sizes, tokenizer).train()
     params = [p for n, p in model.named_parameters() if not n.startswith("visual.") and p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     warmup = max(1, args.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
-    )
-    gen = torch.Generator().manual_seed(args.seed)
+    loop = Loop(params, args.steps, LR, warmup, factor=lambda s: lr_factor(s, warmup, args.steps))
+    gen = torch.Generator().manual_seed(SEED)
     start, losses = time.time(), []
-    with Progress(disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("stage 0 (text)", total=args.steps)
-        for step in range(args.steps):
-            batch = windows[torch.randint(len(windows), (args.batch_size,), generator=gen)]
-            labels = batch.masked_fill(torch.isin(batch, pads), IGNORE)  # pads stand for pictures: not predicted
-            loss = model(batch, labels=labels, position_ids=positions).loss  # plain 1-D ids: no media here
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            progress.update(task, advance=1, description=f"stage 0 (text) loss {loss.item():.3f}")
-            if step % 50 == 0 or step == args.steps - 1:
-                print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
-            if args.eval_every and (step + 1) % args.eval_every == 0 and step < args.steps - 1:
-                shares = answer_accuracy(model.eval(), tokenizer, args.seed + 2)
-                model.train()
-                print(f"step {step + 1}: answers read from the vision block: {accuracy_line(shares)}", flush=True)
+
+    def step_loss(step: int) -> torch.Tensor:
+        batch = windows[torch.randint(len(windows), (sizes.batch_size,), generator=gen)]
+        labels = batch.masked_fill(torch.isin(batch, pads), IGNORE)  # pads stand for pictures: not predicted
+        return model(batch, labels=labels, position_ids=positions).loss  # plain 1-D ids: no media here
+
+    def report(step: int, loss: torch.Tensor) -> None:
+        losses.append(loss.item())
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
+
+    loop.run(step_loss, report)
     model.eval().save_llm(args.out)
-    save_processor(args, tokenizer)
+    save_processor(args.out, tokenizer)
+    elapsed = time.time() - start
+    shares = answer_accuracy(model, tokenizer, SEED + 2)
     print(
         f"wrote {args.out}: {sum(p.numel() for p in params) / 1e6:.2f} M parameters, "
-        f"{len(windows)} windows of {args.seq_len} tokens, final loss {sum(losses[-20:]) / min(20, len(losses)):.3f}, "
-        f"{time.time() - start:.0f} s; answers read from the vision block: "
-        f"{accuracy_line(answer_accuracy(model, tokenizer, args.seed + 2))}"
+        f"{len(windows)} windows of {sizes.seq_len} tokens, final loss {sum(losses[-20:]) / min(20, len(losses)):.3f}, "
+        f"{elapsed:.0f} s; answers read from the vision block: "
+        + ", ".join(f"{group} {share:.0%}" for group, share in shares.items())
     )
     return 0
 

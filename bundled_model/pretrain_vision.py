@@ -6,8 +6,10 @@ linear heads on the merger's output, all read off the scene the synthetic world 
 each image:
 - per merged token: the colour and the kind of the shape under it, the word of the text under
   it ("none" where there is none), and on a scene's shape tokens the third of the image (left,
-  middle, right) that the shape is in; with `--letter-weight`, also the letter of the text under it;
-- per shape and per word, from the mean of its tokens (`--pooled-weight`): its kind, or which
+  middle, right) that the shape is in; the colour, kind and region heads score a token against
+  the LLM's own embeddings of those words (WordHead), and the tokens are also pulled towards the
+  grid of those embeddings stage 0b taught the LLM to read (`grid_loss`);
+- per shape and per word, from the mean of its tokens: its kind, or which
   word it is. The LLM reads a shape or a word by attending to its tokens, that is, by a mean of
   them, and most single tokens of a shape see too little of its outline to tell its kind;
 - per image, from the mean of its merged tokens: which (colour, kind) pairs and which (kind,
@@ -16,22 +18,19 @@ each image:
   image.
 Each step also draws fresh shape drills (`drill_scene`): one big shape on a small canvas, where
 a shape's kind can be learned from its outline; at scene scale most shapes span a patch or two
-and the kind stays near chance. Word drills (`word_drill_scene`) do the same for the OCR words:
-one word on a canvas its size, at the font sizes OCR images have once resized. The heads are dropped; the tower's
+and the kind stays near chance. The heads are dropped; the tower's
 weights (`visual.*`) are written to the config's `init.vision_weights`, where stage 1 picks
 them up. Without this step a from-scratch tower answers every image with the same vector: its
 features are mostly the background's colour, and the language loss alone does not pull them
 apart.
 
     python -m bundled_model.pretrain_vision --config bundled_model/configs/stage1.yaml \\
-        --data data/bundled/train/caption.jsonl data/bundled/train/ocr.jsonl --steps 1500
+        --data data/bundled/train/caption.jsonl data/bundled/train/ocr.jsonl --steps 1800
 """
 
 from __future__ import annotations
 
-import bisect
 import json
-import string
 import sys
 import time
 from dataclasses import replace
@@ -43,16 +42,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from bundled_model.synthetic_render import draw_shape, font, render_image_scene, render_text_scene, text_bbox
+from bundled_model.synthetic_render import draw_shape, font, render_image_scene
 from bundled_model.synthetic_words import WORDS
 from bundled_model.synthetic_world import (
     COLOURS,
     KINDS,
-    MIN_SHAPE_PX,
     REGIONS,
     ImageScene,
     Shape,
-    TextScene,
     colours_on,
     sample_background,
 )
@@ -63,23 +60,25 @@ from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches,
 from qwen_vl.training.config import load_config
 from qwen_vl.training.data import IGNORE
 from qwen_vl.training.params import small_normal_init_
-from qwen_vl.training.schedule import cosine_schedule
+
+from .loop import Loop
 
 COLOUR_CLASSES = ("none", *COLOURS)
 KIND_CLASSES = ("none", *KINDS)
 WORD_CLASSES = ("none", *WORDS)
 REGION_CLASSES = ("none", *REGIONS)
-LETTER_CLASSES = ("none", *string.ascii_lowercase)  # the OCR words are lower-case a-z
 TOKEN_HEADS = ("colour", "kind", "word", "region")
 # the token heads whose classes are single words (stage 0b lays them out in its grid)
 SHAPE_WORDS = {"colour": COLOUR_CLASSES, "kind": KIND_CLASSES, "region": REGION_CLASSES}
 REPORTED = (*TOKEN_HEADS, "kind per shape", "word per word")  # the last two: heads on the mean token of each
 DRILL_SIDES = (56, 140)  # canvas side, px: at most 10x10 patches, so a drill costs little
-DRILL_SIZES = ("linear", "log")  # how a drill's shape side is drawn (drill_scene)
-SMALL_DRILL_PX = 14  # the smallest shape side of log-drawn drills: one patch
+SMALL_DRILL_PX = 14  # the smallest shape side of a drill: one patch
 DRILL_MIN_PIXELS = 56 * 56  # drills are encoded at their own size, whatever the processor's min_pixels
-WORD_DRILL_FONT = (10, 60)  # px: the 5th to 80th percentile of OCR font sizes once images are resized
-WORD_DRILL_MARGIN = (2, 24)  # px of background around the ink
+STEPS = 1800
+LR = 1e-3
+BATCH_SIZE = 16  # scenes from --data per step
+DRILLS = 32  # shape drills (one shape on a small canvas) per step
+SEED = 0
 
 
 def token_boxes(height: int, width: int, grid_h: int, grid_w: int, unit: int):
@@ -131,19 +130,19 @@ def shape_labels(scene: dict, boxes) -> tuple[list[int], list[int], list[int], l
     return colours, kinds, regions, owners
 
 
-def advance_edges(scene: dict) -> tuple[str, list[float]]:
-    """A text scene's line and the x (image pixels) where each of its characters' advances starts,
-    then where the line's ends: the spans that name a token's word and letter."""
+def advance_edges(scene: dict) -> list[float]:
+    """The x (image pixels) where each character's advance of a text scene's line starts, then where
+    the line's ends: the spans that name a token's word."""
     face, x0 = font(scene["font_size"]), scene["origin"][0]
     text = " ".join(scene["words"])
-    return text, [x0 + face.getlength(text[:i]) for i in range(len(text) + 1)]
+    return [x0 + face.getlength(text[:i]) for i in range(len(text) + 1)]
 
 
 def word_labels(scene: dict, boxes) -> tuple[list[int], list[int]]:
     """The word whose advance span holds each token's centre, for centres inside the inked
     text's rows, and which word of the line that is (1 + its index; 0: none); a word too small
     to hold a centre labels the free token that holds its own centre."""
-    _, edges = advance_edges(scene)
+    edges = advance_edges(scene)
     _, top, _, bottom = scene["text_bbox"]
     centres = [((a + c) / 2, (b + d) / 2) for a, b, c, d in boxes]
     labels, owners = [0] * len(boxes), [0] * len(boxes)
@@ -158,21 +157,6 @@ def word_labels(scene: dict, boxes) -> tuple[list[int], list[int]]:
         for t in hits:
             labels[t], owners[t] = WORD_CLASSES.index(word), index + 1
     return labels, owners
-
-
-def letter_labels(scene: dict, boxes) -> list[int]:
-    """The letter whose advance span holds each token's centre, for centres inside the inked
-    text's rows (LETTER_CLASSES; 0: none). A letter too narrow to hold a centre labels nothing:
-    a token then shows several letters and is named by the one at its centre."""
-    text, edges = advance_edges(scene)
-    _, top, _, bottom = scene["text_bbox"]
-    labels = [0] * len(boxes)
-    for t, (a, b, c, d) in enumerate(boxes):
-        x, y = (a + c) / 2, (b + d) / 2
-        if top <= y < bottom and edges[0] <= x < edges[-1]:
-            char = text[bisect.bisect_right(edges, x) - 1]
-            labels[t] = LETTER_CLASSES.index(char) if char != " " else 0
-    return labels
 
 
 PAIRS = [(c, k) for c in COLOURS for k in KINDS]
@@ -199,53 +183,33 @@ def image_targets(scene: dict) -> tuple[torch.Tensor, int]:
 
 
 def encode(record: dict, base: Path, settings: ImageSettings):
-    """(pixel_values [N, 1176], grid (1, gh, gw), token labels long [N / 4, 6] (TOKEN_HEADS' classes,
-    then the shape or word under the token: 1 + its index, 0 none, then the letter under it),
+    """(pixel_values [N, 1176], grid (1, gh, gw), token labels long [N / 4, 5] (TOKEN_HEADS' classes,
+    then the shape or word under the token: 1 + its index, 0 none),
     image targets float [IMAGE_TARGETS], shape count) for one image sample."""
     media = record["messages"][0]["content"][0]
     return encode_image(load_image(media["image"], base), record["scene"], settings)
 
 
-def drill_scene(rng: np.random.Generator, sizes: str = "linear") -> ImageScene:
+def drill_scene(rng: np.random.Generator) -> ImageScene:
     """A shape drill: one shape filling most of a small canvas of the world's backgrounds, so
     that its outline crosses several patches. A from-scratch ViT learns a shape's kind slowly
-    from whole scenes, where most shapes span a patch or two (after 600 steps it was still near
-    chance). On drill-sized canvases a probe reached 97% in 3,000 steps of 32 (docs/bundled_model.md).
-    sizes "linear": the shape's side uniform from 30% of the canvas to all of it; "log": log-uniform
-    from SMALL_DRILL_PX, so about half of the drills hold a shape under 42 px, the sizes on
-    which the captions name most wrong kinds."""
+    from whole scenes, where most shapes span a patch or two (at 600 steps it is still near
+    chance). On drill-sized canvases a probe reaches 97% in 3,000 steps of 32 (docs/bundled_model.md).
+    The shape's side is log-uniform from SMALL_DRILL_PX to the canvas's, so about half of the drills
+    hold a shape under 42 px, the sizes on which the captions name most wrong kinds."""
     side = int(rng.integers(DRILL_SIDES[0], DRILL_SIDES[1] + 1))
     background = sample_background(rng)
-    if sizes == "log":
-        size = int(np.exp(rng.uniform(np.log(SMALL_DRILL_PX), np.log(side + 1))))
-    else:
-        size = int(rng.integers(max(MIN_SHAPE_PX, int(0.3 * side)), side + 1))
+    size = int(np.exp(rng.uniform(np.log(SMALL_DRILL_PX), np.log(side + 1))))
     x0, y0 = (int(v) for v in rng.integers(0, side - size + 1, 2))
     kind, colour = str(rng.choice(KINDS)), str(rng.choice(colours_on(background.colour)))
     return ImageScene(side, side, background, [Shape(kind, colour, [x0, y0, x0 + size, y0 + size])])
 
 
-def word_drill_scene(rng: np.random.Generator) -> TextScene:
-    """A word drill: one OCR word on a canvas its own size, so that a word costs a few tokens."""
-    word, size = str(rng.choice(WORDS)), int(rng.integers(WORD_DRILL_FONT[0], WORD_DRILL_FONT[1] + 1))
-    left, top, right, bottom = text_bbox(word, size)
-    mx0, my0, mx1, my1 = (int(m) for m in rng.integers(WORD_DRILL_MARGIN[0], WORD_DRILL_MARGIN[1] + 1, 4))
-    width, height = right - left + mx0 + mx1, bottom - top + my0 + my1
-    origin = [mx0 - left, my0 - top]
-    background = sample_background(rng)
-    colour = str(rng.choice(colours_on(background.colour)))
-    return TextScene(width, height, background, [word], colour, size, origin, text_bbox(word, size, origin))
-
-
-def encode_drill(rng: np.random.Generator, settings: ImageSettings, words: bool = False, sizes: str = "linear"):
-    """encode()'s tuple for a fresh shape drill (its shape side drawn as `sizes` says) or word
-    drill, at its own size: a processor that upscales small pictures (min_pixels) would turn a
-    drill into many times the tokens it needs."""
+def encode_drill(rng: np.random.Generator, settings: ImageSettings):
+    """encode()'s tuple for a fresh shape drill, at its own size: a processor that upscales small
+    pictures (min_pixels) would turn a drill into many times the tokens it needs."""
     settings = replace(settings, min_pixels=min(settings.min_pixels, DRILL_MIN_PIXELS))
-    if words:
-        scene = word_drill_scene(rng)
-        return encode_image(render_text_scene(scene), scene.to_dict(), settings)
-    scene = drill_scene(rng, sizes)
+    scene = drill_scene(rng)
     return encode_image(render_image_scene(scene), scene.to_dict(), settings)
 
 
@@ -256,12 +220,11 @@ def encode_image(image, scene: dict, settings: ImageSettings):
     boxes = token_boxes(image.height, image.width, grid[1] // merge, grid[2] // merge, settings.factor)
     if "shapes" in scene:
         colours, kinds, regions, owners = shape_labels(scene, boxes)
-        words = letters = [0] * len(boxes)
+        words = [0] * len(boxes)
     else:  # text scene: its colour is the ink's, not a shape's, so the shape heads skip it
         colours = kinds = regions = [IGNORE] * len(boxes)
         words, owners = word_labels(scene, boxes)
-        letters = letter_labels(scene, boxes)
-    labels = torch.tensor([colours, kinds, words, regions, owners, letters]).T
+    labels = torch.tensor([colours, kinds, words, regions, owners]).T
     return pixels, grid, labels, *image_targets(scene)
 
 
@@ -282,7 +245,7 @@ class WordHead(nn.Module):
 
 
 def grid_targets(labels: torch.Tensor, word_rows: dict[str, torch.Tensor]) -> torch.Tensor:
-    """labels [T, 6] -> [T, width]: what stage 0b puts in each slot (bundled_model/pretrain_reading.py),
+    """labels [T, 5] -> [T, width]: what stage 0b puts in each slot (bundled_model/pretrain_reading.py),
     the sum of the LLM's embeddings of the colour, kind and region words of the shape under a token,
     zero elsewhere."""
     out = labels.new_zeros((labels.shape[0], next(iter(word_rows.values())).shape[1]), dtype=torch.float)
@@ -300,45 +263,31 @@ def named_hits(logits: torch.Tensor, target: torch.Tensor) -> list[int]:
 
 
 class Heads(nn.Module):
-    def __init__(
-        self,
-        width: int,
-        pooled_weight: float = 0.0,
-        word_rows: dict[str, torch.Tensor] | None = None,
-        grid_weight: float = 0.0,
-        letter_weight: float = 0.0,
-    ):
-        """word_rows: per token head named there, the LLM's embeddings of its class words (a WordHead);
-        grid_weight: weight of the squared distance of the tokens to the stage-0b grid (needs word_rows);
-        letter_weight: weight of a token head naming the letter under each token (0: no such head)."""
+    """The heads on the tower's tokens: per token (TOKEN_HEADS: the colour, kind and region heads are
+    WordHeads of the LLM's embeddings of their words), per image (the pairs and words it shows, its
+    shape count), the grid loss and the pooled loss."""
+
+    def __init__(self, width: int, word_rows: dict[str, torch.Tensor]):
+        """word_rows: per token head named there, the LLM's embeddings of its class words."""
         super().__init__()
-        self.pooled_weight, self.grid_weight = pooled_weight, grid_weight
         self.word_rows = word_rows
         classes = (COLOUR_CLASSES, KIND_CLASSES, WORD_CLASSES, REGION_CLASSES)  # TOKEN_HEADS' order
-        word_rows = word_rows or {}
         self.tokens = nn.ModuleList(
             WordHead(word_rows[name]) if name in word_rows else nn.Linear(width, len(c))
             for name, c in zip(TOKEN_HEADS, classes, strict=True)
         )
         self.image = nn.Linear(width, IMAGE_TARGETS)
         self.count = nn.Linear(width, 4)
-        # made last, so that without it the other heads start as they always have
-        self.letters = nn.Linear(width, len(LETTER_CLASSES)) if letter_weight else None
-        self.letter_weight = letter_weight
-        self.reported = (*REPORTED, "letter") if letter_weight else REPORTED
 
     def loss_and_hits(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor, targets, counts):
-        """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 6],
-        targets [I, IMAGE_TARGETS], counts [I] -> (loss, per `reported` entry [hits, counted]: the
+        """features [T, width] (images' tokens one after another, `sizes` each), labels [T, 5],
+        targets [I, IMAGE_TARGETS], counts [I] -> (loss, per REPORTED entry [hits, counted]: the
         token heads on the tokens they name something on (a shape, a word or a region), then
-        the kind head on each shape's mean token and the word head on each word's, then the letter
-        head on the tokens a letter lies under)."""
+        the kind head on each shape's mean token and the word head on each word's)."""
         loss, stats = features.new_zeros(()), []
-        if self.grid_weight:
-            loss = loss + self.grid_weight * self.grid_loss(features, labels)
+        loss = loss + self.grid_loss(features, labels)
         pooled_loss, pooled_stats = self.pooled(features, sizes, labels)
-        if self.pooled_weight:
-            loss = loss + self.pooled_weight * pooled_loss
+        loss = loss + pooled_loss
         for head, target in zip(self.tokens, labels[:, :4].T, strict=True):
             logits = head(features)
             if (target != IGNORE).any():
@@ -349,12 +298,7 @@ class Heads(nn.Module):
         loss = loss + F.binary_cross_entropy_with_logits(self.image(pooled)[known], targets[known])
         if (counts != IGNORE).any():
             loss = loss + F.cross_entropy(self.count(pooled), counts, ignore_index=IGNORE)
-        letter_stats = []
-        if self.letters is not None:
-            logits, target = self.letters(features), labels[:, 5]
-            loss = loss + self.letter_weight * F.cross_entropy(logits, target)
-            letter_stats.append(named_hits(logits, target))
-        return loss, [*stats, *pooled_stats, *letter_stats]
+        return loss, [*stats, *pooled_stats]
 
     def grid_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Squared distance of the tokens to the grid stage 0b taught the LLM to read, relative
@@ -368,7 +312,7 @@ class Heads(nn.Module):
     def pooled(self, features: torch.Tensor, sizes: list[int], labels: torch.Tensor):
         """(summed cross-entropy, [[hits, shapes], [hits, words]]) of the kind head on the mean
         token of each shape and of the word head on the mean token of each word. Without this
-        loss most tokens of a shape stay blind to its outline (after 1,500 steps: kind 43.5% per
+        loss most tokens of a shape stay blind to its outline (at 1,500 steps: kind 43.5% per
         token; with it 72.2%)."""
         image = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         on = labels[:, 4] > 0
@@ -409,20 +353,11 @@ def read_records(paths: list[str]) -> list[tuple[dict, Path]]:
     return records
 
 
-def batch_of(
-    records,
-    indices,
-    settings,
-    drills: int = 0,
-    rng: np.random.Generator | None = None,
-    word_drills: int = 0,
-    drill_sizes: str = "linear",
-):
+def batch_of(records, indices, settings, drills: int = 0, rng: np.random.Generator | None = None):
     """(pixel_values, grid_thw [I, 3], tokens per image, token labels, image targets, counts) of
-    the records at `indices`, `drills` fresh shape drills and `word_drills` word drills drawn from `rng`."""
+    the records at `indices` and `drills` fresh shape drills drawn from `rng`."""
     samples = [encode(records[i][0], records[i][1], settings) for i in indices]
-    samples += [encode_drill(rng, settings, sizes=drill_sizes) for _ in range(drills)]
-    samples += [encode_drill(rng, settings, words=True) for _ in range(word_drills)]
+    samples += [encode_drill(rng, settings) for _ in range(drills)]
     rows, grids, labels, targets, counts = zip(*samples, strict=True)
     sizes = [len(x) for x in labels]
     return torch.cat(rows), torch.tensor(grids), sizes, torch.cat(labels), torch.stack(targets), torch.tensor(counts)
@@ -450,10 +385,9 @@ def llm_word_rows(llm_dir: str) -> dict[str, torch.Tensor]:
 
 
 def evaluate(tower, heads, records, settings, batch_size: int) -> list[float]:
-    """Per `heads.reported` entry: accuracy on the tokens a head names something on (a shape, a word,
-    a region), then of the kind head on each shape's mean token and the word head on each word's, then
-    of the letter head (with --letter-weight)."""
-    totals = [[0, 0] for _ in heads.reported]
+    """Per REPORTED entry: accuracy on the tokens a head names something on (a shape, a word, a region),
+    then of the kind head on each shape's mean token and the word head on each word's."""
+    totals = [[0, 0] for _ in REPORTED]
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
             pixels, grids, *labels = batch_of(records, range(start, min(start + batch_size, len(records))), settings)
@@ -475,56 +409,12 @@ def parse_args(argv):
     )
     p.add_argument("--data", nargs="+", required=True, help="synthetic JSONL files with scenes (caption, vqa, ocr)")
     p.add_argument("--heldout", nargs="*", default=[], help="JSONL files scored at the end (accuracy per head)")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=16, help="scenes from --data per step")
-    p.add_argument("--drills", type=int, default=32, help="shape drills (one big shape on a small canvas) per step")
-    p.add_argument(
-        "--drill-sizes",
-        choices=DRILL_SIZES,
-        default="linear",
-        help="shape side of a drill: uniform from 30%% of the canvas (linear) or log-uniform from one patch (log)",
-    )
-    p.add_argument(
-        "--word-drills", type=int, default=0, help="word drills (one OCR word on a canvas its size) per step"
-    )
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--pooled-weight",
-        type=float,
-        default=0.0,
-        help="weight of the kind loss on each shape's mean token and the word loss on each word's (0: off)",
-    )
-    p.add_argument(
-        "--word-heads",
-        action="store_true",
-        help="the colour, kind and region heads score tokens against the LLM's embeddings of those words",
-    )
-    p.add_argument(
-        "--grid-weight",
-        type=float,
-        default=0.0,
-        help="weight of the tokens' squared distance to the stage-0b word grid (needs --word-heads; 0: off)",
-    )
-    p.add_argument(
-        "--letter-weight",
-        type=float,
-        default=0.0,
-        help="weight of a token head naming the letter of the text under each token (0: off)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    for name in ("drills", "word_drills"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')}: a count is >= 0, got {getattr(args, name)}")
-    for name in ("pooled_weight", "grid_weight", "letter_weight"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')}: a loss weight is >= 0, got {getattr(args, name)}")
-    if args.grid_weight and not args.word_heads:
-        p.error("--grid-weight needs --word-heads (the grid is made of the LLM's word embeddings)")
-    return args
+    p.add_argument("--steps", type=int, default=STEPS)
+    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, batch_size: int = BATCH_SIZE, drills: int = DRILLS) -> int:
+    """batch_size: scenes from --data per step; drills: shape drills per step (the tests pass fewer)."""
     from safetensors.torch import save_file
 
     from qwen_vl.fileio import atomic_path
@@ -540,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = QwenVLProcessor.from_pretrained(llm_dir, **cfg.image).image_settings
         records = read_records(args.data)
         heldout = read_records(args.heldout)
-        word_rows = llm_word_rows(llm_dir) if args.word_heads else None
+        word_rows = llm_word_rows(llm_dir)
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -548,39 +438,36 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no synthetic image samples (messages with an image and a scene) in --data", file=sys.stderr)
         return 2
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(SEED)
     vision = vision_config_from(cfg.init.get("vision"))
     vision.out_hidden_size = llm_config["hidden_size"]
     tower = small_normal_init_(VisionEncoder(vision)).train()
-    heads = Heads(vision.out_hidden_size, args.pooled_weight, word_rows, args.grid_weight, args.letter_weight)
+    heads = Heads(vision.out_hidden_size, word_rows)
     params = [*tower.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    schedule = cosine_schedule(optimizer, max(1, args.steps // 20), args.steps)
-    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    drill_rng = np.random.default_rng(args.seed)
+    loop = Loop(params, args.steps, LR, max(1, args.steps // 20), betas=(0.9, 0.999))
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(SEED)).tolist()
+    drill_rng = np.random.default_rng(SEED)
     started = time.time()
-    for step in range(args.steps):
-        picks = [order[(step * args.batch_size + k) % len(order)] for k in range(args.batch_size)]
-        pixels, grids, *labels = batch_of(
-            records, picks, settings, args.drills, drill_rng, args.word_drills, args.drill_sizes
-        )
-        loss, _ = heads.loss_and_hits(tower(pixels, grids), *labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+
+    def step_loss(step: int) -> torch.Tensor:
+        picks = [order[(step * batch_size + k) % len(order)] for k in range(batch_size)]
+        pixels, grids, *labels = batch_of(records, picks, settings, drills, drill_rng)
+        return heads.loss_and_hits(tower(pixels, grids), *labels)[0]
+
+    def report(step: int, loss: torch.Tensor) -> None:
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f}", flush=True)
+
+    loop.run(step_loss, report)
     tower.eval()
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         save_file({f"visual.{k}": v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
     summary = f"wrote {target}: {args.steps} steps, {time.time() - started:.0f} s"
     if heldout:
-        accuracy = evaluate(tower, heads, heldout, settings, args.batch_size)
+        accuracy = evaluate(tower, heads, heldout, settings, batch_size)
         summary += "; held-out token accuracy " + ", ".join(
-            f"{name} {acc:.1%}" for name, acc in zip(heads.reported, accuracy, strict=True)
+            f"{name} {acc:.1%}" for name, acc in zip(REPORTED, accuracy, strict=True)
         )
     print(summary)
     return 0

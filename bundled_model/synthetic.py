@@ -188,32 +188,6 @@ def world_text(seed: int, n: int) -> list[str]:
     return [a if kind in ("caption", "words") else f"{p} {a}" for kind, p, a, _ in world_items(seed, n)]
 
 
-def scene_qa_lines(seed: int, n: int, questions: int = 4) -> list[str]:
-    """n lines that each tell a scene, then ask and answer `questions` questions about it
-    ("a red star on the left. Where is the star? on the left. Is there a red star? yes."):
-    stage 0's densest practice of looking a shape up in the words that tell the picture."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"], 1]))
-    lines = []
-    for _ in range(n):
-        scene = sample_image_scene(rng, *sample_image_size(rng, 96, 512))
-        asked = (sample_vqa(rng, scene)[1:] for _ in range(questions))
-        lines.append(f"{caption(scene)}. " + " ".join(f"{question} {answer}." for question, answer in asked))
-    return lines
-
-
-def copy_lines(seed: int, n: int) -> list[str]:
-    """n lines that say a run of 3-10 of the world's words twice ("lemon red star. lemon red star."):
-    every token of the second run is copied from the first, the induction drill behind reading a
-    caption or a text off the vision block."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES["text"], 2]))
-    vocabulary = [*WORDS, *COLOURS, *KINDS]
-    lines = []
-    for _ in range(n):
-        run = " ".join(sample_words(rng, vocabulary, 3, 10))
-        lines.append(f"{run}. {run}.")
-    return lines
-
-
 def tokenizer_corpus() -> list[str]:
     """Every word and phrase the world can say, once (for build_tokenizer's training texts)."""
     texts = [CAPTION_PROMPT, OCR_PROMPT, *DIRECTION_ANSWERS.values(), *REGION_PHRASES.values(), *NUMBER_WORDS]
@@ -331,7 +305,6 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--fps-set", default=TRAIN_FPS, type=_fps_set, help="video frame rates, e.g. 4,6,8 (held out: 7,23)"
     )
-    parser.add_argument("--min-size", default=64, type=_int_at_least(MIN_IMAGE_PX), help="smallest image side, px")
     parser.add_argument("--max-size", default=1024, type=_int_at_least(MIN_IMAGE_PX), help="largest image side, px")
     parser.add_argument(
         "--workers", default=1, type=_int_at_least(1), help="processes (output is the same for any count)"
@@ -343,13 +316,13 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.min_size > args.max_size:
-        parser.error(f"argument --min-size: {args.min_size} is larger than --max-size {args.max_size}")
+    if args.max_size < WorldOptions.min_size:
+        parser.error(f"argument --max-size: {args.max_size} is below the smallest image side {WorldOptions.min_size}")
     if args.max_size > MAX_IMAGE_PX:
         parser.error(f"argument --max-size: {args.max_size} is above the maximum {MAX_IMAGE_PX}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {args.out} exists and is not a folder")
-    options = WorldOptions(min_size=args.min_size, max_size=args.max_size, fps_set=args.fps_set)
+    options = WorldOptions(max_size=args.max_size, fps_set=args.fps_set)
     tasks = TASKS if args.task == "all" else (args.task,)
     for task in tasks:
         start = time.perf_counter()

@@ -206,15 +206,15 @@ def sample_image_size(rng: np.random.Generator, min_size: int, max_size: int) ->
     return width, height
 
 
-def sample_background(rng: np.random.Generator, textures=TEXTURES) -> Background:
+def sample_background(rng: np.random.Generator) -> Background:
     colour = str(rng.choice(list(BACKGROUNDS)))
-    texture = str(rng.choice(list(textures)))
+    texture = str(rng.choice(list(TEXTURES)))
     return Background(colour, texture, int(rng.integers(0, 2**31)))
 
 
-def sample_image_scene(rng: np.random.Generator, width: int, height: int, count: int | None = None) -> ImageScene:
-    """`count` shapes (default: 1-3, drawn) of distinct kinds, each alone in its own third of the image."""
-    count = int(rng.integers(1, 4)) if count is None else count
+def sample_image_scene(rng: np.random.Generator, width: int, height: int) -> ImageScene:
+    """1-3 shapes (their count drawn) of distinct kinds, each alone in its own third of the image."""
+    count = int(rng.integers(1, 4))
     background = sample_background(rng)
     palette = colours_on(background.colour)
     kinds = [KINDS[i] for i in rng.choice(len(KINDS), count, replace=False)]

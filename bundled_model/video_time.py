@@ -2,23 +2,23 @@
 
 "When does the green star appear?" is answered with the second of the temporal token where the star
 first shows, and M-RoPE puts a token's second only into attention scores. Learned from the answers
-alone (stop 39's build: stages 2-4), the answers stayed near guesses; so did they with a time code and an event lookup
+alone, the answers stay near guesses, and so they do with a time code and an event lookup
 (docs/bundled_model.md). This stage adds the change probe of bundled_model/clip_events.py and points the
 lookup at the tokens that changed where the event shows, on the real rendered clips of the training
 sets. Three losses beside the answers' token loss, all on the decoder (the vision tower is frozen,
 merger and LLM learn):
-- time code (bundled_model/time_code.py): a probe on `--time-layer`'s output names each video token's second;
-- change probe: a probe on `--change-layer`'s output says whether each video token changed since the
-  same place one temporal token before;
+- time code (bundled_model/time_code.py): a probe on layer TIME_LAYER's output names each video token's second;
+- change probe: a probe on layer CHANGE_LAYER's output says whether each video token's share of the event
+  shape's ink changed since the same place one temporal token before;
 - event lookup (bundled_model/lookup.py): at the position that predicts a "When does ...?" answer's number,
-  head `--lookup-head` of `--lookup-layer` attends to the changed tokens of the event's temporal token.
+  head LOOKUP_HEAD of layer LOOKUP_LAYER attends to the changed tokens of the event's temporal token.
 The probes are dropped when the model is written. Pictures mixed into the data (`--data
 PATH:WEIGHT`) keep the captions and VQA answers from drifting while the LLM learns.
 
-    python -m bundled_model.video_time --model runs/bundled/stage2/final --out runs/bundled/stage3_0 \\
+    python -m bundled_model.video_time --model runs/bundled/stage4/final --out runs/bundled/stage3_0 \\
         --data data/bundled/train/video.jsonl data/bundled/train2/video.jsonl data/bundled/train/caption.jsonl:0.25
 
-Under `accelerate launch --num_processes N bundled_model/video_time.py ...` each step's `--batch-size`
+Under `accelerate launch --num_processes N bundled_model/video_time.py ...` each step's BATCH_SIZE
 samples are split over the processes (process r encodes the r-th share of the same stream), so N
 one-thread processes on N cores take the steps of one process, with each process's mean losses
 averaged instead of one mean over the batch.
@@ -51,6 +51,16 @@ from qwen_vl.training.data import ConversationData, Sample
 from qwen_vl.training.loss import answer_loss
 from qwen_vl.training.packing import Batch, padded_batch
 
+from .loop import Loop
+
+BATCH_SIZE = 8  # samples per step, split over the processes
+LR = 3e-4  # peak learning rate of merger and LLM
+WARMUP = 20  # steps
+LOG_EVERY = 250  # steps between the losses' lines (and one at the end)
+MAX_SEQ_LEN = 1024
+TIME_LAYER, CHANGE_LAYER, LOOKUP_LAYER = 0, 1, 2  # the decoder layers the probes and the lookup read
+LOOKUP_HEAD = 0
+
 
 @dataclass
 class ClipLabels:
@@ -62,9 +72,8 @@ class ClipLabels:
     lookup: tuple[int, torch.Tensor] | None  # (position predicting the answer's number, bool [L] targets)
 
 
-def clip_labels(sample: Sample, record: dict, processor, by: str = "centre") -> ClipLabels:
-    """The labels of a sample encoded from `record`, a line of bundled_model/synthetic.py's sets (`by`: which
-    tokens count as changed, clip_events.changed_tokens)."""
+def clip_labels(sample: Sample, record: dict, processor) -> ClipLabels:
+    """The labels of a sample encoded from `record`, a line of bundled_model/synthetic.py's sets."""
     video = sample.input_ids == processor.video_token_id
     scene = scene_from_record(record)
     shown = shown_frames(scene, processor) if scene is not None else []
@@ -73,7 +82,7 @@ def clip_labels(sample: Sample, record: dict, processor, by: str = "centre") -> 
         return ClipLabels(torch.zeros_like(video), none.bool(), none, None)
     _, height, width = sample.video_grid_thw[0].tolist()
     merge = processor.image_settings.merge_size
-    changed = changed_tokens(scene, shown, height // merge, width // merge, processor.image_settings.factor, by)
+    changed = changed_tokens(scene, shown, height // merge, width // merge, processor.image_settings.factor)
     lookup = None
     if record.get("question_type") in WHEN_TYPES:
         event = event_tokens(scene, shown, changed)
@@ -128,33 +137,32 @@ def data_source(item: str) -> DataSource:
 class StepLosses:
     """The answers' loss and the three auxiliary losses of one batch, with what each got right."""
 
-    def __init__(self, model, args):
+    def __init__(self, model):
         layers, width = model.model.layers, model.config.text.hidden_size
-        self.args = args
-        self.timecode = TimeCode(layers[args.time_layer], width)
-        self.change = ChangeProbe(layers[args.change_layer], width)
-        self.lookup = LookupLoss(layers[args.lookup_layer], args.lookup_head)
+        self.timecode = TimeCode(layers[TIME_LAYER], width)
+        self.change = ChangeProbe(layers[CHANGE_LAYER], width)
+        self.lookup = LookupLoss(layers[LOOKUP_LAYER], LOOKUP_HEAD)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [*self.timecode.parameters(), *self.change.parameters()]
 
     def __call__(self, model, clips: ClipBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        args, batch = self.args, clips.batch
+        batch = clips.batch
         loss = answer_loss(model, batch.model_inputs(), batch.labels, "mean")
         seen = {"answers": loss.item()}
         if clips.probed.any():
             coded, seen["time code"] = self.timecode.loss(clips.probed, clips.seconds)
             changed, seen["changes found"] = self.change.loss(clips.probed, clips.changed)
-            loss = loss + args.time_weight * coded + args.change_weight * changed
+            loss = loss + coded + changed
         if clips.lookup_rows:
             looked, seen["event lookup"] = self.lookup.loss(clips.lookup_rows, clips.lookup_targets)
-            loss = loss + args.lookup_weight * looked
+            loss = loss + looked
         return loss, seen
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(prog="python -m bundled_model.video_time", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="the VL model directory to start from (e.g. stage 2's final)")
+    p.add_argument("--model", required=True, help="the VL model directory to start from (e.g. stage 4's final)")
     p.add_argument("--out", required=True, help="where to write the model directory (replaced atomically)")
     p.add_argument(
         "--data",
@@ -164,48 +172,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="JSON Lines sets of bundled_model/synthetic.py (clips get the probes' labels from their scene; pictures "
         "only the answers' loss); WEIGHT: draws per line per epoch, as in the stage configs",
     )
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of merger and LLM (cosine, warmup 20)")
-    p.add_argument("--time-weight", type=float, default=1.0)
-    p.add_argument("--change-weight", type=float, default=1.0)
-    p.add_argument("--lookup-weight", type=float, default=1.0)
-    p.add_argument(
-        "--change-labels",
-        choices=("centre", "ink"),
-        default="centre",
-        help="which video tokens the change probe and the event lookup count as changed: those whose centre pixel the "
-        "event's shape came to, left or recoloured, or every token whose share of its ink changed",
-    )
-    p.add_argument("--time-layer", type=int, default=0)
-    p.add_argument("--change-layer", type=int, default=1)
-    p.add_argument("--lookup-layer", type=int, default=2)
-    p.add_argument("--lookup-head", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=250, metavar="N", help="print the losses' line every N steps")
-    p.add_argument("--max-seq-len", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0, help="the data's draw order (each pass of the build its own)")
     args = p.parse_args(argv)
-    if min(args.steps, args.batch_size, args.log_every) < 1:
-        p.error("--steps, --batch-size and --log-every are >= 1")
-    if min(args.lr, args.time_weight, args.change_weight, args.lookup_weight) < 0:
-        p.error("--lr and the loss weights are >= 0")
+    if args.steps < 1:
+        p.error("--steps is >= 1")
     return args
 
 
-def labelled(data: ConversationData, processor, ref, by: str) -> tuple[Sample, ClipLabels] | None:
+def labelled(data: ConversationData, processor, ref) -> tuple[Sample, ClipLabels] | None:
     """The sample of `ref` with its labels; None where it does not encode (counted as skipped)."""
     sample = data.encode(ref)
     if sample is None:
         return None
-    return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor, by)
+    return sample, clip_labels(sample, json.loads(data.files[ref[0]].line(ref[1])), processor)
 
 
-def next_sample(data: ConversationData, processor, seed: int, position: int, by: str) -> tuple[Sample, ClipLabels]:
+def next_sample(data: ConversationData, processor, seed: int, position: int) -> tuple[Sample, ClipLabels]:
     """The first sample of the stream from `position` on that encodes."""
     while True:
         for ref in data.refs_at(seed, position, 64):
-            if (pair := labelled(data, processor, ref, by)) is not None:
+            if (pair := labelled(data, processor, ref)) is not None:
                 return pair
         position += 64
 
@@ -228,8 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     from qwen_vl.modeling.model import QwenVLForConditionalGeneration
     from qwen_vl.processing import QwenVLProcessor
     from qwen_vl.training import checkpoint as ckpt
-    from qwen_vl.training.metrics import Progress
-    from qwen_vl.training.schedule import cosine_schedule
 
     args = parse_args(argv)
     if not Path(args.model, "config.json").is_file():
@@ -238,62 +223,56 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = QwenVLForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
         processor = QwenVLProcessor.from_pretrained(args.model)
-        data = ConversationData([data_source(item) for item in args.data], processor, args.max_seq_len)
+        data = ConversationData([data_source(item) for item in args.data], processor, MAX_SEQ_LEN)
     except (OSError, ValueError, QwenVLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    layers, heads = len(model.model.layers), model.config.text.num_attention_heads
-    for name in ("time_layer", "change_layer", "lookup_layer"):
-        if not -layers <= getattr(args, name) < layers:
-            print(f"error: --{name.replace('_', '-')}: the LLM has layers 0-{layers - 1}", file=sys.stderr)
-            return 2
-    if not 0 <= args.lookup_head < heads:
-        print(f"error: --lookup-head: the LLM has heads 0-{heads - 1}", file=sys.stderr)
+    layers = len(model.model.layers)
+    if layers <= max(TIME_LAYER, CHANGE_LAYER, LOOKUP_LAYER):
+        print(f"error: --model {args.model}: the probes read layers 0-{LOOKUP_LAYER}, it has {layers}", file=sys.stderr)
         return 2
 
     # every share has a clip or a picture, so merger and LLM always take part: no search for unused parameters
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     rank, world = accelerator.process_index, accelerator.num_processes
-    if args.batch_size % world:
-        print(f"error: --batch-size {args.batch_size} does not split over {world} processes", file=sys.stderr)
+    if BATCH_SIZE % world:
+        print(f"error: the batch of {BATCH_SIZE} does not split over {world} processes", file=sys.stderr)
         return 2
-    share = args.batch_size // world
+    share = BATCH_SIZE // world
     torch.manual_seed(args.seed)
     model.visual.requires_grad_(False)
     model.visual.merger.requires_grad_(True)
-    losses = StepLosses(model, args)
+    losses = StepLosses(model)
     params = [p for p in model.parameters() if p.requires_grad] + losses.parameters()
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    schedule = cosine_schedule(optimizer, 20, args.steps)
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    loop = Loop(params, args.steps, LR, WARMUP)
+    wrapped, loop.optimizer = accelerator.prepare(model, loop.optimizer)
     pad_id = processor.tokenizer.pad_token_id or 0
     model.train()
-    progress = Progress(args.steps, 0, not args.no_progress and accelerator.is_main_process)
     seen: dict[str, list[float]] = {}  # this process's losses: the log line is process 0's
     started = time.time()
-    for step in range(args.steps):
-        step_started = time.time()
-        refs = data.refs_at(args.seed, step * args.batch_size + rank * share, share)
-        pairs = [pair for ref in refs if (pair := labelled(data, processor, ref, args.change_labels)) is not None]
+
+    def step_loss(step: int) -> torch.Tensor:
+        refs = data.refs_at(args.seed, step * BATCH_SIZE + rank * share, share)
+        pairs = [pair for ref in refs if (pair := labelled(data, processor, ref)) is not None]
         if not pairs:  # every sample of the share was skipped: every process must still take the step
-            pairs = [next_sample(data, processor, args.seed, step * args.batch_size, args.change_labels)]
-        clips = clip_batch(pairs, model.position_ids, pad_id)
-        loss, step_seen = losses(wrapped, clips)
-        accelerator.backward(loss)
-        average_probe_grads(losses.parameters(), world)
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+            pairs = [next_sample(data, processor, args.seed, step * BATCH_SIZE)]
+        loss, step_seen = losses(wrapped, clip_batch(pairs, model.position_ids, pad_id))
         for name, value in step_seen.items():
             seen.setdefault(name, []).append(value)
-        progress.update(step_seen["answers"], clips.batch.tokens / max(time.time() - step_started, 1e-9))
-        if (step + 1) % args.log_every == 0 or step == args.steps - 1:
+        return loss
+
+    def backward(loss: torch.Tensor) -> None:
+        accelerator.backward(loss)
+        average_probe_grads(losses.parameters(), world)
+
+    def report(step: int, loss: torch.Tensor) -> None:
+        if (step + 1) % LOG_EVERY == 0 or step == args.steps - 1:
             line = ", ".join(f"{name} {sum(v) / len(v):.3f}" for name, v in seen.items())
             if accelerator.is_main_process:
-                progress.write(f"step {step + 1}/{args.steps}: {line} (means since the last line)")
+                print(f"step {step + 1}/{args.steps}: {line} (means since the last line)", flush=True)
             seen.clear()
-    progress.close()
+
+    loop.run(step_loss, report, backward, accelerator.clip_grad_norm_)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data.skipped.items()))
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:

@@ -1,4 +1,4 @@
-"""The `qwen-vl` command line: caption, ask, ground, chat, info, train, eval.
+"""The `qwen-vl` command line: caption, ask, ground, chat, quantize, info, train, eval, serve.
 
 Heavy imports (torch, transformers) happen inside the commands, so `--help` is instant. Every
 error a user can cause is one line on stderr and exit code 2.
@@ -35,6 +35,10 @@ Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (defaul
 Dtype = Annotated[
     str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 where the device computes it fast).")
 ]
+Quantize = Annotated[
+    str | None,
+    typer.Option(help="int8 or int4: weight-only quantization as the model loads (CPU; see docs/quantization.md)."),
+]
 MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens to generate per answer.")]
 Temperature = Annotated[float, typer.Option(min=0.0, help="0 = greedy.")]
 TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
@@ -63,7 +67,7 @@ def sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
     )
 
 
-def load(model: str | None, device: str | None, dtype: str | None):
+def load(model: str | None, device: str | None, dtype: str | None, quantize: str | None = None):
     from rich.console import Console
 
     from .loading import BUNDLED_MODEL_NOTICE, is_bundled, load_model
@@ -71,7 +75,7 @@ def load(model: str | None, device: str | None, dtype: str | None):
     if is_bundled(model):
         typer.echo(f"note: {BUNDLED_MODEL_NOTICE}", err=True)
     with Console(stderr=True).status("loading model", spinner="dots"):
-        return load_model(model, device=device, dtype=dtype)
+        return load_model(model, device=device, dtype=dtype, quantize=quantize)
 
 
 def expand_media(items: list[str], extensions: set[str]) -> list[str]:
@@ -121,6 +125,7 @@ def caption(
     model: Model = None,
     device: Device = None,
     dtype: Dtype = None,
+    quantize: Quantize = None,
     max_new_tokens: MaxNew = 64,
     temperature: Temperature = 0.0,
     top_p: TopP = 1.0,
@@ -136,7 +141,7 @@ def caption(
         from .generation import generate_text
 
         cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        mdl, proc = load(model, device, dtype)
+        mdl, proc = load(model, device, dtype, quantize)
         failed = 0
         loaded = []
         for path in paths:  # check every image's header first so one bad file is reported, not fatal
@@ -186,6 +191,7 @@ def ask(
     model: Model = None,
     device: Device = None,
     dtype: Dtype = None,
+    quantize: Quantize = None,
     max_new_tokens: MaxNew = 128,
     temperature: Temperature = 0.0,
     top_p: TopP = 1.0,
@@ -202,7 +208,7 @@ def ask(
 
         content = [media_item(p, fps, max_pixels) for p in paths] + [{"type": "text", "text": question}]
         cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-        mdl, proc = load(model, device, dtype)
+        mdl, proc = load(model, device, dtype, quantize)
         if add_vision_id:
             proc.add_vision_id = True
         for piece in stream_text(mdl, proc, [{"role": "user", "content": content}], cfg):
@@ -242,6 +248,7 @@ def ground(
     model: Model = None,
     device: Device = None,
     dtype: Dtype = None,
+    quantize: Quantize = None,
     max_new_tokens: MaxNew = 256,
     temperature: Temperature = 0.0,
     top_p: TopP = 1.0,
@@ -262,7 +269,7 @@ def ground(
         draw_format = image_format_for(draw_path) if draw_path else None
         picture = load_image(image)
         cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        mdl, proc = load(model, device, dtype)
+        mdl, proc = load(model, device, dtype, quantize)
         extra = {"max_pixels": max_pixels} if max_pixels else {}
         instruction = prompt or grounding_prompt(query, points=points)
         content = [{"type": "image", "image": picture, **extra}, {"type": "text", "text": instruction}]
@@ -335,6 +342,7 @@ def chat(
     model: Model = None,
     device: Device = None,
     dtype: Dtype = None,
+    quantize: Quantize = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     fps: Annotated[float | None, typer.Option(min=0.01, help="Video frames sampled per second (default 2).")] = None,
     max_new_tokens: MaxNew = 256,
@@ -353,7 +361,7 @@ def chat(
         from .processing import load_image, read_video
 
         cfg = sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-        mdl, proc = load(model, device, dtype)
+        mdl, proc = load(model, device, dtype, quantize)
         history = [{"role": "system", "content": system}] if system else []
         pending: list[dict] = []
         interactive = sys.stdin.isatty()
@@ -401,6 +409,26 @@ def chat(
             sys.stdout.flush()
             history += [turn, {"role": "assistant", "content": [{"type": "text", "text": "".join(answer)}]}]
             pending = []
+
+    run_safely(work)
+
+
+@app.command()
+def quantize(
+    src: Annotated[str, typer.Argument(help="Model directory or hub name to quantize.")],
+    dst: Annotated[Path, typer.Argument(help="New model directory to write (must not exist or be empty).")],
+    bits: Annotated[str, typer.Option(help="int8 (per output channel) or int4 (groups of 128, AWQ layout).")] = "int4",
+):
+    """Write a copy of a model with int8 or int4 weights; it loads again without re-quantizing."""
+
+    def work():
+        from .loading import resolve_model_dir
+        from .quantization.checkpoint import quantize_checkpoint
+        from .quantization.convert import check_bits
+
+        check_bits(bits, "--bits")
+        quantized, plain = quantize_checkpoint(resolve_model_dir(src), dst, bits)
+        typer.echo(f"{dst}: {quantized} layers in {bits}, {plain} kept in bfloat16", err=True)
 
     run_safely(work)
 
@@ -498,6 +526,71 @@ def evaluate(ctx: typer.Context):
         return eval_main(ctx.args)
 
     raise typer.Exit(run_safely(work) or 0)
+
+
+@app.command()
+def serve(
+    model: Model = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require `Authorization: Bearer KEY` (default: $QWEN_VL_API_KEY, else none).")
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Model id clients send (default: the hub name or the directory's name).")
+    ] = None,
+    allowed_media_dir: Annotated[
+        list[Path] | None, typer.Option(help="Serve file:// media URLs from under this directory (repeatable).")
+    ] = None,
+    allow_remote_media: Annotated[bool, typer.Option(help="Fetch http(s) media URLs (size-capped, timed out).")] = False,
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoding together.")] = 16,
+    max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond the batch; more get 503.")] = 64,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Most tokens one answer may generate (default: the context).")
+    ] = None,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, base64 media included.")] = 32.0,
+    max_image_pixels: Annotated[
+        int, typer.Option(min=784, help="Pixels per image or video frame, at most.")
+    ] = 1280 * 28 * 28,
+    max_request_pixels: Annotated[
+        int, typer.Option(min=784, help="Pixels of all images and video frames of one request, at most.")
+    ] = 16384 * 28 * 28,
+    remote_max_mb: Annotated[float, typer.Option(min=0.001, help="Largest http(s) media download.")] = 20.0,
+    remote_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds allowed for an http(s) media download.")] = 10.0,
+    device: Device = None,
+    dtype: Dtype = None,
+    quantize: Quantize = None,
+):
+    """An OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models) whose concurrent requests
+    share decode steps. Needs the serve extra: pip install "qwen-vl[serve]". See docs/serve.md."""
+
+    def work():
+        from .loading import BUNDLED_MODEL_NOTICE, is_bundled
+        from .serve.options import MIB, ServeOptions
+        from .serve.server import run
+
+        if is_bundled(model):
+            typer.echo(f"note: {BUNDLED_MODEL_NOTICE}", err=True)
+        options = ServeOptions(
+            model_name=served_model_name or "",
+            api_key=api_key or os.environ.get("QWEN_VL_API_KEY") or None,
+            max_body_bytes=int(max_body_mb * MIB),
+            max_image_pixels=max_image_pixels,
+            max_request_pixels=max_request_pixels,
+            max_tokens=max_tokens,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            allowed_media_dirs=tuple(allowed_media_dir or ()),
+            allow_remote_media=allow_remote_media,
+            remote_max_bytes=int(remote_max_mb * MIB),
+            remote_timeout_s=remote_timeout,
+        )
+        for directory in options.allowed_media_dirs:
+            if not directory.is_dir():
+                fail(f"--allowed-media-dir {directory}: not a directory")
+        run(options, model, host, port, device, dtype, quantize)
+
+    run_safely(work)
 
 
 # One-shot commands end once their output is flushed: they skip the interpreter's teardown, whose

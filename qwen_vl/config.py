@@ -90,6 +90,7 @@ class QwenVLConfig:
     pad_token_id: int | None = None
     tie_word_embeddings: bool = False
     torch_dtype: str = "bfloat16"  # dtype of the saved weights
+    quantization_config: dict | None = None  # a quantized checkpoint's format (see quantization/)
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -114,6 +115,7 @@ class QwenVLConfig:
             pad_token_id=text_raw.get("pad_token_id"),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", text_raw.get("tie_word_embeddings", False))),
             torch_dtype=str(raw.get("torch_dtype") or raw.get("dtype") or text_raw.get("dtype") or "bfloat16"),
+            quantization_config=raw.get("quantization_config") or text_raw.get("quantization_config"),
         )
 
     @classmethod
@@ -167,6 +169,7 @@ class QwenVLConfig:
             "vision_start_token_id": self.vision_start_token_id,
             "vision_end_token_id": self.vision_end_token_id,
             "vision_config": _vision_to_dict(self.model_type, self.vision),
+            **({"quantization_config": self.quantization_config} if self.quantization_config else {}),
         }
 
     def save_pretrained(self, model_dir: str | os.PathLike) -> None:

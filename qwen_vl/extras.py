@@ -17,6 +17,8 @@ EXTRA_OF = {
     "pyarrow": ("pyarrow", "eval"),
     "decord": ("decord", "video"),
     "flash_attn": ("flash-attn", "gpu"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
 }
 
 

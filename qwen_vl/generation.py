@@ -181,12 +181,12 @@ def stream_text(model, processor, conversation, sampling: SamplingConfig | None 
             break
         ids.append(token)
         text = processor.decode(ids, skip_special_tokens=True)
-        cut = _first_stop(text, cfg.stop)
+        cut = first_stop(text, cfg.stop)
         if cut is not None:
             if cut > shown:
                 yield text[shown:cut]
             return
-        safe = len(text) - _held_back(text, cfg.stop)
+        safe = len(text) - held_back(text, cfg.stop)
         if safe > shown:
             yield text[shown:safe]
             shown = safe
@@ -195,12 +195,13 @@ def stream_text(model, processor, conversation, sampling: SamplingConfig | None 
         yield text[shown:]
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the earliest stop string found in `text` starts; None if none is there."""
     found = [text.find(s) for s in stops if s and s in text]
     return min(found) if found else None
 
 
-def _held_back(text: str, stops: Sequence[str]) -> int:
+def held_back(text: str, stops: Sequence[str]) -> int:
     """Characters at the end of `text` not to show yet."""
     if text.endswith("\ufffd"):  # an unfinished UTF-8 sequence
         return len(text) - len(text.rstrip("\ufffd"))

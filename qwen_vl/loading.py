@@ -83,25 +83,55 @@ def pick_device(device: str | None = None) -> str:
     return device
 
 
-def load_model(ref: str | os.PathLike | None = None, device: str | None = None, dtype=None):
-    """(model, processor) for a model reference; dtype defaults to what the device runs fast."""
-    from .hardware import default_dtype
+def load_model(
+    ref: str | os.PathLike | None = None, device: str | None = None, dtype=None, quantize: str | None = None
+):
+    """(model, processor) for a model reference, for inference; dtype defaults to what the
+    device runs fast. `quantize` ("int8" | "int4", CPU only) quantizes the weights as they
+    load; a quantized checkpoint (AWQ, or `qwen-vl quantize`) loads as stored either way. On a
+    CPU the bf16 layers left are oneDNN-packed, each replacing its original as it loads."""
+    import torch
+
+    from .hardware import as_dtype, cpu_has_bf16_matmul, default_dtype
     from .modeling.model import QwenVLForConditionalGeneration
     from .processing import QwenVLProcessor
+    from .quantization.convert import LinearConversion, check_bits, checkpoint_format
+    from .quantization.packed import onednn_linear_available
 
+    check_bits(quantize)
     model_dir = resolve_model_dir(ref)
     device = pick_device(device)
-    model = QwenVLForConditionalGeneration.from_pretrained(
-        model_dir, dtype=dtype or default_dtype(device), device=device
+    dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
+    stored = checkpoint_format(read_quantization_config(model_dir))
+    if (quantize or stored) and torch.device(device).type != "cpu":
+        what = f"--quantize {quantize}" if quantize else f"{model_dir}: a quantized checkpoint"
+        raise OptionError(f"{what} runs on the CPU only (pass --device cpu)")
+    cpu_bf16 = torch.device(device).type == "cpu" and dtype == torch.bfloat16
+    convert = LinearConversion(
+        dtype,
+        bits=quantize,
+        stored=stored,
+        pack=cpu_bf16 and onednn_linear_available(),
+        widen=cpu_bf16 and not cpu_has_bf16_matmul(),
     )
-    if model.device.type == "cpu" and weight_bytes(model) < available_memory() // 2:
-        model.pack_for_inference()  # a second, oneDNN-blocked copy: faster bf16 products
+    model = QwenVLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device, convert=convert)
     try:
         processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{model_dir}: tokenizer or preprocessor config unreadable ({err})") from None
     processor.max_prompt_tokens = model.config.text.max_position_embeddings  # refuse oversized images early
     return model, processor
+
+
+def read_quantization_config(model_dir: Path) -> dict | None:
+    """The `quantization_config` entry of a model directory's config.json, if any."""
+    import json
+
+    try:
+        raw = json.loads((model_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # from_pretrained reports an unreadable config
+    return raw.get("quantization_config") if isinstance(raw, dict) else None
 
 
 def weight_bytes(model) -> int:

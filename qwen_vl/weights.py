@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -52,21 +53,115 @@ def checkpoint_files(model_dir: str | os.PathLike) -> list[Path]:
     raise CheckpointError(f"{model_dir}: no {SINGLE_NAME} or {INDEX_NAME} (no weights to load)")
 
 
+class CheckpointTensors(Mapping[str, torch.Tensor]):
+    """A checkpoint's tensors under our key names, each read from its file only when asked for,
+    so that a loader holds one tensor at a time beside the model it fills. Use as a context
+    manager (the files stay open until it exits)."""
+
+    def __init__(self, model_dir: str | os.PathLike, device="cpu"):
+        self._device = str(device)
+        self._handles = {}
+        self._headers: dict[Path, dict] = {}
+        self._where: dict[str, tuple[Path, str]] = {}  # our key -> (file, key in the file)
+        for path in checkpoint_files(model_dir):
+            for key in self._handle(path).keys():
+                self._where[canonical_key(key)] = (path, key)
+
+    def _handle(self, path: Path):
+        if path not in self._handles:
+            try:
+                self._handles[path] = safe_open(str(path), framework="pt", device=self._device).__enter__()
+            except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+                raise CheckpointError(f"{path}: unreadable or corrupt safetensors file ({err})") from None
+        return self._handles[path]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        path, name = self._where[key]
+        try:
+            return self._handle(path).get_tensor(name)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: unreadable or corrupt safetensors file ({err})") from None
+
+    def read(self, key: str) -> torch.Tensor:
+        """A private copy of the tensor, read with file I/O instead of the shared mapping: a
+        loader that converts a weight and drops the original then leaves none of its pages
+        behind in this process's resident memory (the mapping would keep them until closed)."""
+        path, name = self._where[key]
+        header = self._headers.get(path)
+        if header is None:
+            header = self._headers[path] = read_header(path)
+        meta = header[name]
+        start, end = meta["data_offsets"]
+        buffer = torch.empty(end - start, dtype=torch.uint8)
+        with open(path, "rb") as f:
+            f.seek(header["__data_start__"] + start)
+            if f.readinto(buffer.numpy()) != end - start:
+                raise CheckpointError(f"{path}: truncated safetensors file ({key})")
+        return buffer.view(SAFETENSORS_DTYPES[meta["dtype"]]).view(meta["shape"])
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The tensor's shape, from the file header (nothing read)."""
+        path, name = self._where[key]
+        return tuple(self._handle(path).get_slice(name).get_shape())
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.__exit__(None, None, None)
+        self._handles.clear()
+
+    def __enter__(self) -> CheckpointTensors:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+SAFETENSORS_DTYPES = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "BOOL": torch.bool,
+}
+
+
+def read_header(path: Path) -> dict:
+    """A safetensors file's header: {name: {dtype, shape, data_offsets}}, plus where data starts."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupt safetensors file ({err})") from None
+    header["__data_start__"] = 8 + size
+    return header
+
+
 def load_state_dict(
     model_dir: str | os.PathLike, dtype: torch.dtype | None = None, device="cpu"
 ) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint under our key names, optionally cast to `dtype`."""
     state = {}
-    for path in checkpoint_files(model_dir):
-        try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                for key in f.keys():
-                    tensor = f.get_tensor(key)
-                    if dtype is not None and tensor.is_floating_point():
-                        tensor = tensor.to(dtype)
-                    state[canonical_key(key)] = tensor
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{path}: unreadable or corrupt safetensors file ({err})") from None
+    with CheckpointTensors(model_dir, device) as tensors:
+        for key in tensors:
+            tensor = tensors[key]
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            state[key] = tensor
     return state
 
 

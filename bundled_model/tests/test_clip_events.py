@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from bundled_model.pretrain_vision import shape_labels, token_boxes
 from bundled_model.synthetic import TRAIN_FPS
 from bundled_model.synthetic_render import write_video
 from bundled_model.synthetic_world import Background, Shape, VideoEvent, VideoScene, sample_video_scene
+from qwen_vl.modeling.text import LayerIO
 from qwen_vl.processing import QwenVLProcessor
 
 SQUARE = [36, 36, 76, 76]  # on a 112 x 112 frame of 4 x 4 merged tokens of 28 px
@@ -54,15 +56,15 @@ def test_a_moving_shape_changes_the_tokens_it_leaves_and_enters_while_it_moves()
     assert torch.equal(event_tokens(moving, SHOWN, changed)[2], changed[2])  # the move shows from second 2 on
 
 
-def test_by_ink_the_tokens_a_shape_only_partly_covers_change_too():
+def test_the_tokens_a_shape_only_partly_covers_change_too():
     corner = VideoScene(112, 112, 4, 4, Background("dark grey", "plain", 0), [Shape("square", "red", [20, 20, 50, 50])],
                         VideoEvent("appear", 2))  # fmt: skip
-    by_centre = changed_tokens(corner, SHOWN, 4, 4, 28)
-    by_ink = changed_tokens(corner, SHOWN, 4, 4, 28, by="ink")
-    # ink shares of the top-left 2 x 2 tokens: 8 x 8, 8 x 22, 22 x 8 and 22 x 22 px of 28 x 28; only (1, 1) holds a centre
-    assert by_centre[2].nonzero()[:, 0].tolist() == [5]
-    assert by_ink[2].nonzero()[:, 0].tolist() == [0, 1, 4, 5] and not by_ink[[0, 1, 3]].any()
-    recoloured = changed_tokens(scene(VideoEvent("colour", 2, 0, "blue")), SHOWN, 4, 4, 28, by="ink")
+    changed = changed_tokens(corner, SHOWN, 4, 4, 28)
+    # ink shares of the top-left 2 x 2 tokens: 8 x 8, 8 x 22, 22 x 8 and 22 x 22 px of 28 x 28; only (1, 1) holds
+    # the square's centre pixel, all four hold more than INK_SHARE of its ink
+    assert square_tokens([20, 20, 50, 50]).nonzero()[:, 0].tolist() == [5]
+    assert changed[2].nonzero()[:, 0].tolist() == [0, 1, 4, 5] and not changed[[0, 1, 3]].any()
+    recoloured = changed_tokens(scene(VideoEvent("colour", 2, 0, "blue")), SHOWN, 4, 4, 28)
     assert torch.equal(recoloured[2], square_tokens()) and not recoloured[[0, 1, 3]].any()
 
 
@@ -91,13 +93,14 @@ def test_the_scene_of_a_generated_line_is_rebuilt_and_its_shown_frames_match_the
 
 
 def test_the_change_probe_weights_the_rare_changed_tokens_up_and_reports_how_many_it_finds():
-    layer = torch.nn.Identity()
-    probe = ChangeProbe(layer, 4)
+    observers = []
+    probe = ChangeProbe(SimpleNamespace(observe=observers.append), 4)  # a decoder layer's observe hook
     with torch.no_grad():
         probe.probe.weight.copy_(torch.tensor([[1.0, 0, 0, 0]]))
         probe.probe.bias.zero_()
     hidden = torch.tensor([[[5.0, 0, 0, 0], [-5.0, 0, 0, 0], [-5.0, 0, 0, 0], [-5.0, 0, 0, 0], [9.0, 0, 0, 0]]])
-    layer(hidden)
+    (observer,) = observers
+    observer(LayerIO(hidden, None, None, None, output=hidden))  # what the layer's forward tells it
     video = torch.tensor([[True, True, True, True, False]])  # the last token is text
     loss, found = probe.loss(video, torch.tensor([True, True, False, False]))
     assert found == 0.5  # one of the two changed tokens is found

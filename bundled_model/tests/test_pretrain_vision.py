@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,13 +11,12 @@ from safetensors.torch import load_file
 
 from bundled_model import pretrain_vision as pv
 from bundled_model.synthetic import WorldOptions, write_dataset
-from bundled_model.synthetic_render import font, render_image_scene, render_text_scene
-from qwen_vl.modeling.model import QwenVLForConditionalGeneration
+from bundled_model.synthetic_render import font, render_image_scene
 from qwen_vl.modeling.vision import VisionEncoder
 from qwen_vl.processing import ImageSettings
 from qwen_vl.training.config import ConfigError, config_from_dict
 from qwen_vl.training.train import build_model
-from tests.training.helpers import base_config, model_dir, write_config
+from tests.training.helpers import base_config, write_config
 
 
 def test_token_boxes_tile_the_original_image():
@@ -69,7 +70,6 @@ def test_word_labels_follow_the_glyph_advances():
     labels, owners = pv.word_labels(scene, boxes)
     assert [pv.WORD_CLASSES[i] for i in labels] == ["apple", "apple", "none", "kite", "kite", "none"]
     assert owners == [1, 1, 0, 2, 2, 0]
-    assert [pv.LETTER_CLASSES[i] for i in pv.letter_labels(scene, boxes)] == ["a", "e", "none", "k", "e", "none"]
 
 
 def test_a_word_too_small_for_any_token_centre_labels_the_token_holding_its_centre():
@@ -84,15 +84,6 @@ def test_a_word_too_small_for_any_token_centre_labels_the_token_holding_its_cent
     boxes = pv.token_boxes(height=224, width=224, grid_h=4, grid_w=4, unit=56)  # centres far from the word
     labels, owners = pv.word_labels(scene, boxes)
     assert labels == [0] * 5 + [pv.WORD_CLASSES.index("kite")] + [0] * 10 and owners == [0] * 5 + [1] + [0] * 10
-
-
-def tiny_llm(tmp_path):
-    """A Qwen2 LLM directory (with tokenizer and processor config) cut from the tiny VL model."""
-    llm = tmp_path / "llm"
-    QwenVLForConditionalGeneration.from_pretrained(model_dir(tmp_path / "tiny")).save_llm(llm)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
-        (llm / name).write_bytes((tmp_path / "tiny" / name).read_bytes())
-    return llm
 
 
 @pytest.fixture
@@ -111,12 +102,12 @@ def test_encode_gives_one_label_row_per_merged_token(world):
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
     for record, base in records:
         pixels, grid, labels, targets, count = pv.encode(record, base, settings)
-        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 6)
+        assert pixels.shape == (grid[1] * grid[2], 1176) and labels.shape == (pixels.shape[0] // 4, 5)
         assert torch.equal(labels[:, 4] > 0, (labels[:, 1] > 0) | (labels[:, 2] > 0))  # shape or word tokens
         scene = record["scene"]
         pairs, places = len(pv.PAIRS), len(pv.PLACES)
         if "shapes" in scene:
-            assert (labels[:, 0] > 0).any() and (labels[:, [2, 5]] == 0).all()  # some token sees each scene's shapes
+            assert (labels[:, 0] > 0).any() and (labels[:, 2] == 0).all()  # some token sees each scene's shapes
             on_shapes = labels[:, 3][labels[:, 1] > 0]
             regions = {pv.REGION_CLASSES[r] for r in on_shapes.tolist()}
             assert (
@@ -130,15 +121,13 @@ def test_encode_gives_one_label_row_per_merged_token(world):
             )
         else:
             assert (labels[:, [0, 1, 3]] == pv.IGNORE).all() and (labels[:, 2] > 0).any()
-            letters = {pv.LETTER_CLASSES[i] for i in labels[:, 5].tolist()} - {"none"}
-            assert letters <= set("".join(scene["words"])) and (labels[:, 2][labels[:, 5] > 0] > 0).all()
             words = [pv.WORDS[i] for i in (targets[pairs + places :] == 1).nonzero().flatten().tolist()]
             assert sorted(words) == sorted(set(scene["words"])) and count == pv.IGNORE
             assert (targets[: pairs + places] == pv.IGNORE).all()
 
 
 def test_pooled_kind_reads_the_mean_token_of_each_shape_of_each_image():
-    heads = pv.Heads(len(pv.KIND_CLASSES), pooled_weight=1.0)
+    heads = pv.Heads(len(pv.KIND_CLASSES), word_rows={})  # plain linear token heads
     with torch.no_grad():  # the kind head reads the features as kind scores
         heads.tokens[1].weight.copy_(torch.eye(len(pv.KIND_CLASSES)))
         heads.tokens[1].bias.zero_()
@@ -153,7 +142,7 @@ def test_pooled_kind_reads_the_mean_token_of_each_shape_of_each_image():
         (one_hot[kind["triangle"]], kind["square"], 2),
     ]
     features = torch.stack([f for f, _, _ in rows])
-    labels = torch.zeros(len(rows), 6, dtype=torch.long)
+    labels = torch.zeros(len(rows), 5, dtype=torch.long)
     labels[:, 1] = torch.tensor([k for _, k, _ in rows])
     labels[:, 4] = torch.tensor([s for _, _, s in rows])
     loss, stats = heads.pooled(features, [3, 3], labels)
@@ -163,14 +152,14 @@ def test_pooled_kind_reads_the_mean_token_of_each_shape_of_each_image():
 
 def test_pooled_word_reads_the_mean_token_of_each_word():
     width = len(pv.WORD_CLASSES)
-    heads = pv.Heads(width, pooled_weight=1.0)
+    heads = pv.Heads(width, word_rows={})
     with torch.no_grad():  # the word head reads the features as word scores
         heads.tokens[2].weight.copy_(torch.eye(width))
         heads.tokens[2].bias.zero_()
     apple, kite = pv.WORD_CLASSES.index("apple"), pv.WORD_CLASSES.index("kite")
     one_hot = torch.eye(width)
     features = torch.stack([3 * one_hot[apple], one_hot[kite], one_hot[kite], one_hot[0]])
-    labels = torch.zeros(4, 6, dtype=torch.long)
+    labels = torch.zeros(4, 5, dtype=torch.long)
     labels[:, 1] = pv.IGNORE  # a text scene asks no kind
     labels[:, 2] = torch.tensor([apple, apple, kite, 0])
     labels[:, 4] = torch.tensor([1, 1, 2, 0])
@@ -178,32 +167,10 @@ def test_pooled_word_reads_the_mean_token_of_each_word():
     assert stats == [[0, 0], [2, 2]] and loss > 0  # the first word's mean is apple though one token says kite
 
 
-def test_the_letter_head_names_the_letter_under_each_token_and_leaves_the_other_heads_as_they_were():
-    width, e, k = 8, pv.LETTER_CLASSES.index("e"), pv.LETTER_CLASSES.index("k")
-    torch.manual_seed(0)
-    plain = pv.Heads(width)
-    torch.manual_seed(0)
-    heads = pv.Heads(width, letter_weight=1.0)
-    assert all(torch.equal(heads.state_dict()[name], value) for name, value in plain.state_dict().items())
-    assert heads.reported == (*pv.REPORTED, "letter") and plain.reported == pv.REPORTED
-    with torch.no_grad():  # the letter head reads feature 0 as "e" and feature 1 as "k"
-        heads.letters.weight.zero_()
-        heads.letters.bias.zero_()
-        heads.letters.weight[e, 0] = heads.letters.weight[k, 1] = 1.0
-    features = torch.tensor([[2.0, 0, 0, 0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]])
-    labels = torch.zeros(3, 6, dtype=torch.long)
-    labels[:, [0, 1, 3]] = pv.IGNORE  # a text scene
-    labels[:, 5] = torch.tensor([e, k, 0])  # the second token is a "k" read as "e"; the third lies under no letter
-    targets, counts = torch.zeros(1, pv.IMAGE_TARGETS), torch.tensor([pv.IGNORE])
-    loss, stats = heads.loss_and_hits(features, [3], labels, targets, counts)
-    assert stats[-1] == [1, 2] and len(stats) == len(heads.reported)
-    assert loss > plain.loss_and_hits(features, [3], labels, targets, counts)[0]
-
-
 def test_the_grid_loss_pulls_each_token_to_the_stage0b_slot_of_what_lies_under_it():
     torch.manual_seed(0)
     rows = {name: torch.randn(len(classes) - 1, 6) for name, classes in pv.SHAPE_WORDS.items()}
-    heads = pv.Heads(6, word_rows=rows, grid_weight=1.0)
+    heads = pv.Heads(6, word_rows=rows)
     red, circle, left = (
         pv.SHAPE_WORDS[n].index(w) for n, w in (("colour", "red"), ("kind", "circle"), ("region", "left"))
     )
@@ -226,12 +193,6 @@ def test_the_grid_loss_pulls_each_token_to_the_stage0b_slot_of_what_lies_under_i
     assert torch.isclose(heads.grid_loss(off, labels), 6 / grid.pow(2).sum())
 
 
-def test_the_grid_loss_needs_the_word_heads(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        pv.parse_args(["--config", "c.yaml", "--data", "d.jsonl", "--grid-weight", "1"])
-    assert exit_info.value.code == 2 and "--grid-weight needs --word-heads" in capsys.readouterr().err
-
-
 def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
     rng = np.random.default_rng(3)
     settings = ImageSettings(min_pixels=3136, max_pixels=12544)
@@ -249,14 +210,9 @@ def test_shape_drills_label_their_one_shape_and_leave_places_unasked():
         assert (targets[pairs:] == pv.IGNORE).all()  # a drill has no region and no words
 
 
-def test_log_drawn_drills_put_about_half_of_their_shapes_under_42_px():
-    def sides(sizes):
-        scenes = [pv.drill_scene(np.random.default_rng(seed), sizes) for seed in range(400)]
-        return np.array([s.shapes[0].bbox[2] - s.shapes[0].bbox[0] for s in scenes]), [s.width for s in scenes]
-
-    linear, canvas = sides("linear")
-    assert (linear >= 0.3 * np.array(canvas) - 1).all() and (linear < 42).mean() < 0.3
-    small, canvas = sides("log")
+def test_drills_put_about_half_of_their_shapes_under_42_px():
+    scenes = [pv.drill_scene(np.random.default_rng(seed)) for seed in range(400)]
+    small, canvas = np.array([s.shapes[0].bbox[2] - s.shapes[0].bbox[0] for s in scenes]), [s.width for s in scenes]
     assert small.min() >= pv.SMALL_DRILL_PX and (small <= np.array(canvas)).all()
     assert 0.45 < (small < 42).mean() < 0.7 and (small >= 70).any()  # large shapes stay in the mix
 
@@ -266,32 +222,14 @@ def test_drills_keep_their_own_size_under_a_processor_that_upscales_small_pictur
         ImageSettings(min_pixels=3136, max_pixels=100352),
         ImageSettings(min_pixels=50176, max_pixels=100352),
     )
-    for words in (False, True):
-        drawn = [pv.encode_drill(np.random.default_rng(seed), upscaling, words) for seed in range(6)]
-        alone = [pv.encode_drill(np.random.default_rng(seed), small, words) for seed in range(6)]
-        assert [d[1] for d in drawn] == [a[1] for a in alone]  # the same grids
-        assert all(grid[1] * grid[2] * 196 < 50176 for _, grid, *_ in drawn)  # below the processor's minimum
+    drawn = [pv.encode_drill(np.random.default_rng(seed), upscaling) for seed in range(6)]
+    alone = [pv.encode_drill(np.random.default_rng(seed), small) for seed in range(6)]
+    assert [d[1] for d in drawn] == [a[1] for a in alone]  # the same grids
+    assert all(grid[1] * grid[2] * 196 < 50176 for _, grid, *_ in drawn)  # below the processor's minimum
 
 
-def test_word_drills_label_their_one_word_and_nothing_else():
-    rng = np.random.default_rng(4)
-    settings = ImageSettings(min_pixels=3136, max_pixels=12544)
-    words = len(pv.PAIRS) + len(pv.PLACES)
-    for _ in range(20):
-        scene = pv.word_drill_scene(np.random.default_rng(rng.integers(1 << 30)))
-        (word,) = scene.words
-        x0, y0, x1, y1 = scene.text_bbox
-        assert 0 <= x0 and x1 <= scene.width and 0 <= y0 and y1 <= scene.height  # the ink fits the canvas
-        assert pv.WORD_DRILL_FONT[0] <= scene.font_size <= pv.WORD_DRILL_FONT[1]
-        pixels, grid, labels, targets, count = pv.encode_image(render_text_scene(scene), scene.to_dict(), settings)
-        named = set(labels[:, 2].tolist()) - {0}
-        assert named == {pv.WORD_CLASSES.index(word)} and set(labels[:, 4].tolist()) <= {0, 1}
-        assert (labels[:, [0, 1, 3]] == pv.IGNORE).all() and count == pv.IGNORE
-        assert targets[words + pv.WORDS.index(word)] == 1 and int(targets[words:].sum()) == 1
-
-
-def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, capsys):
-    llm = tiny_llm(tmp_path)
+def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, world_llm, capsys):
+    llm = world_llm
     vision = {"hidden_size": 32, "depth": 2, "num_heads": 2, "intermediate_size": 48, "fullatt_block_indexes": [1]}
     weights = tmp_path / "vision.safetensors"
     init = {"llm": str(llm), "vision": vision, "vision_weights": str(weights)}
@@ -300,26 +238,7 @@ def test_pretrained_tower_is_written_and_stage1_starts_from_it(tmp_path, world, 
     config = write_config(tmp_path / "c.yaml", **settings)
 
     args = ["--config", str(config), "--data", str(data), str(world / "ocr.jsonl"), "--steps", "30"]
-    assert (
-        pv.main(
-            [
-                *args,
-                "--batch-size",
-                "4",
-                "--drills",
-                "2",
-                "--word-drills",
-                "2",
-                "--drill-sizes",
-                "log",
-                "--heldout",
-                str(data),
-                "--pooled-weight",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert pv.main([*args, "--heldout", str(data)], batch_size=4, drills=2) == 0
     out = capsys.readouterr().out
     assert "held-out token accuracy colour" in out and "kind per shape" in out and "word per word" in out
     tower = load_file(weights)
@@ -346,18 +265,18 @@ def test_missing_vision_weights_is_one_clear_error(tmp_path, world):
         build_model(cfg)
 
 
-def test_llm_option_stands_in_for_the_configs_llm(tmp_path, world, capsys):
+def test_llm_option_stands_in_for_the_configs_llm(tmp_path, world, world_llm, capsys):
     """The build runs this step beside stage 0b, from stage 0's LLM, before the config's init.llm exists."""
-    llm = tiny_llm(tmp_path)
+    llm = world_llm
     weights = tmp_path / "v.safetensors"
     vision = {"hidden_size": 32, "depth": 1, "num_heads": 2, "intermediate_size": 48, "fullatt_block_indexes": [0]}
     init = {"llm": str(tmp_path / "not_yet"), "vision": vision, "vision_weights": str(weights)}
     config = write_config(tmp_path / "c.yaml", **base_config(tmp_path, world / "caption.jsonl", stage=1, init=init))
     args = ["--config", str(config), "--data", str(world / "caption.jsonl"), "--steps", "1"]
-    args += ["--batch-size", "2", "--drills", "0"]
-    assert pv.main(args) == 2 and "not_yet" in capsys.readouterr().err and not weights.exists()
-    assert pv.main([*args, "--llm", str(llm)]) == 0
-    width = QwenVLForConditionalGeneration.from_pretrained(llm.parent / "tiny").config.text.hidden_size
+    assert pv.main(args, batch_size=2, drills=0) == 2 and "not_yet" in capsys.readouterr().err
+    assert not weights.exists()
+    assert pv.main([*args, "--llm", str(llm)], batch_size=2, drills=0) == 0
+    width = json.loads((llm / "config.json").read_text())["hidden_size"]
     assert load_file(weights)["visual.merger.mlp.2.weight"].shape[0] == width
 
 
@@ -369,21 +288,14 @@ def test_llm_option_stands_in_for_the_configs_llm(tmp_path, world, capsys):
         (None, "No such file"),
     ],
 )
-def test_bad_data_is_one_clear_line(tmp_path, capsys, content, message):
+def test_bad_data_is_one_clear_line(tmp_path, world_llm, capsys, content, message):
     data = tmp_path / "d.jsonl"
     if content is not None:
         data.write_text(content)
-    llm = tiny_llm(tmp_path)
+    llm = world_llm
     init = {"llm": str(llm), "vision": {}, "vision_weights": str(tmp_path / "v.safetensors")}
     config = write_config(tmp_path / "c.yaml", **base_config(tmp_path, tmp_path / "x.jsonl", stage=1, init=init))
     assert pv.main(["--config", str(config), "--data", str(data)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "v.safetensors").exists()
-
-
-@pytest.mark.parametrize("option", ["--drills", "--word-drills", "--pooled-weight", "--grid-weight", "--letter-weight"])
-def test_a_negative_count_or_weight_is_a_usage_error(option, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        pv.parse_args(["--config", "c.yaml", "--data", "d.jsonl", option, "-1"])
-    assert exit_info.value.code == 2 and f"error: {option}: a " in capsys.readouterr().err

@@ -60,8 +60,6 @@ def test_a_clips_labels_name_its_video_tokens_changes_seconds_and_the_event_its_
         changed = changed_tokens(scene, shown_frames(scene, processor), h // merge, w // merge, factor)
         assert torch.equal(labels.changed, changed.flatten()) and len(labels.changed) == int(video.sum())
         assert torch.equal(labels.seconds, token_seconds(sample, merge))
-        by_ink = changed_tokens(scene, shown_frames(scene, processor), h // merge, w // merge, factor, by="ink")
-        assert torch.equal(clip_labels(sample, record, processor, by="ink").changed, by_ink.flatten())
         if record["question_type"] == "direction":
             assert labels.lookup is None
             continue
@@ -95,6 +93,22 @@ def test_pictures_have_no_probe_labels_and_a_batch_lays_each_samples_labels_on_i
         )
 
 
+def test_token_seconds_give_each_video_token_the_second_its_absolute_time_id_says(world):
+    processor = world[1]
+    model = QwenVLForConditionalGeneration.from_pretrained(world[0])
+    per_second, video = model.config.vision.tokens_per_second, processor.video_token_id
+    for sample, _ in encoded(world, "video"):
+        seconds = token_seconds(sample, processor.image_settings.merge_size)
+        positions, _ = model.position_ids(
+            sample.input_ids[None], None, None, sample.video_grid_thw, sample.second_per_grid_ts
+        )
+        temporal = positions[0, 0, sample.input_ids == video]
+        assert len(seconds) == len(temporal) and seconds[0] == 0 and seconds[-1] >= 2  # clips last 3-10 s
+        # the M-RoPE temporal id is the token's time in ticks of 1/per_second s, cut down to a tick
+        ticks = (temporal - temporal[0]).float() / per_second
+        assert ((seconds - ticks).abs() <= 0.5 + 1 / per_second).all()
+
+
 def test_a_weight_follows_the_last_colon_of_a_data_item():
     assert data_source("a/b.jsonl") == DataSource("a/b.jsonl", 1.0)
     assert data_source("a/b.jsonl:0.25") == DataSource("a/b.jsonl", 0.25)
@@ -104,10 +118,8 @@ def test_a_weight_follows_the_last_colon_of_a_data_item():
 def test_a_run_trains_merger_and_llm_and_leaves_the_tower_as_it_was(world, tmp_path, capsys):
     model_dir, _, data_dir = world
     out = tmp_path / "stage3"
-    layers = ["--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0"]
     data = ["--data", str(data_dir / "video.jsonl"), f"{data_dir / 'caption.jsonl'}:0.5"]
-    args = ["--model", str(model_dir), "--out", str(out), *data, *layers, "--steps", "3", "--batch-size", "3"]
-    assert video_time([*args, "--no-progress", "--lr", "1e-2", "--change-labels", "ink"]) == 0
+    assert video_time(["--model", str(model_dir), "--out", str(out), *data, "--steps", "3"]) == 0
     assert "step 3/3: answers" in capsys.readouterr().out
     before, after = load_state_dict(model_dir), load_state_dict(out)
     assert before.keys() == after.keys()  # the probes are not written
@@ -126,13 +138,6 @@ def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "no model there" in err
 
 
-def test_an_unknown_change_labels_choice_is_one_line_and_exit_2(capsys):
-    with pytest.raises(SystemExit) as stop:
-        video_time(["--model", "m", "--out", "o", "--data", "x.jsonl", "--change-labels", "edges"])
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.count("\n") == 1 and "--change-labels" in err and "'edges'" in err
-
-
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 def test_two_processes_split_each_step_and_process_0_alone_logs_and_writes(world, tmp_path):
     model_dir, _, data_dir = world
@@ -141,8 +146,7 @@ def test_two_processes_split_each_step_and_process_0_alone_logs_and_writes(world
         "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
         "-m", "bundled_model.video_time", "--model", str(model_dir), "--out", str(out), "--data", str(data_dir / "video.jsonl"),
-        "--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0", "--steps", "2", "--batch-size", "4",
-        "--log-every", "1", "--no-progress",
+        "--steps", "2",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     run = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
@@ -157,6 +161,5 @@ def test_a_batch_that_does_not_split_over_the_processes_is_one_line(world, tmp_p
     monkeypatch.setattr("accelerate.Accelerator.num_processes", 3)
     model_dir, _, data_dir = world
     args = ["--model", str(model_dir), "--out", str(tmp_path / "o"), "--data", str(data_dir / "video.jsonl")]
-    layers = ["--time-layer", "0", "--change-layer", "0", "--lookup-layer", "0"]
-    assert video_time([*args, *layers, "--batch-size", "4"]) == 2
-    assert capsys.readouterr().err == "error: --batch-size 4 does not split over 3 processes\n"
+    assert video_time(args) == 2
+    assert capsys.readouterr().err == "error: the batch of 8 does not split over 3 processes\n"

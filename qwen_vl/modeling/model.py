@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from ..config import QwenVLConfig, TextConfig, VisionConfig, vision_config_from
 from ..errors import CheckpointError
 from ..hardware import as_dtype
-from ..weights import load_state_dict, save_state_dict
+from ..weights import CheckpointTensors, load_state_dict, save_state_dict
 from .attention import Segments, resolve_backend
 from .cache import KVCache
 from .init import init_parameter_
-from .layers import Linear, pack_linears
 from .rope import mrope_position_ids, text_position_ids
 from .text import TextModel
 from .vision import VisionEncoder
@@ -39,18 +38,20 @@ class QwenVLForConditionalGeneration(nn.Module):
         self.config = config
         self.visual = VisionEncoder(config.vision)
         self.model = TextModel(config.text)
-        self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.attn_backend = "sdpa"
 
+    # The embedding table is never swapped for a packed or quantized layer: it names the model's
+    # device and dtype.
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.model.embed_tokens.weight.dtype
 
     # ---- inputs ----------------------------------------------------------------------------
     def embed(
@@ -153,15 +154,6 @@ class QwenVLForConditionalGeneration(nn.Module):
         t = self.config.text
         return KVCache(t.num_hidden_layers, batch, t.num_key_value_heads, t.head_dim, capacity, self.dtype, self.device)
 
-    def pack_for_inference(self) -> int:
-        """Pack every bf16 linear weight for oneDNN (CPU inference; see layers.Linear.pack), the
-        decoder's q/k/v and gate/up each as one product (layers.FusedLinears). Costs a second
-        copy of those weights; `train()` drops it. Returns how many products were packed."""
-        packed = pack_linears(self)
-        for layer in self.model.layers:
-            packed -= 2 * layer.self_attn.fuse() + layer.mlp.fuse()  # three products became one; two, one
-        return packed
-
     def gradient_checkpointing_enable(self) -> None:
         self.visual.gradient_checkpointing = True
         self.model.gradient_checkpointing = True
@@ -169,43 +161,68 @@ class QwenVLForConditionalGeneration(nn.Module):
     # ---- checkpoints -----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"
+        cls,
+        model_dir: str | os.PathLike,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        convert=None,
     ) -> QwenVLForConditionalGeneration:
-        """Load a Hugging Face model directory (either key layout, single-file or sharded)."""
+        """Load a Hugging Face model directory (either key layout, single-file or sharded).
+
+        Tensors are read one at a time and become the parameters as read (no second copy).
+        `convert(name, linear, tensors)` may replace each nn.Linear right after it is filled
+        (quantization.convert.LinearConversion: packed, int8, int4); a quantized checkpoint
+        gets the conversion its quantization_config names unless one is given."""
         if not Path(model_dir).is_dir():
             raise CheckpointError(f"model directory not found: {model_dir}")
         config = QwenVLConfig.from_pretrained(model_dir)
         dtype = as_dtype(dtype or config.torch_dtype)
-        state = load_state_dict(model_dir, dtype=dtype)
-        return cls._from_state(config, state, dtype, device, source=str(model_dir))
+        if config.quantization_config and convert is None:
+            from ..quantization.convert import LinearConversion, checkpoint_format
+
+            convert = LinearConversion(dtype, stored=checkpoint_format(config.quantization_config))
+        with CheckpointTensors(model_dir) as tensors:
+            return cls._from_state(config, tensors, dtype, device, source=str(model_dir), convert=convert)
 
     @classmethod
-    def _from_state(cls, config, state, dtype, device, source: str, allow_missing: tuple[str, ...] = ()):
+    def _from_state(
+        cls, config, state, dtype, device, source: str, allow_missing: tuple[str, ...] = (), convert=None
+    ) -> QwenVLForConditionalGeneration:
+        """Fill a model built on the meta device from `state` (a dict or CheckpointTensors)
+        module by module; each nn.Linear goes to `convert` as soon as it is filled, so that a
+        converted layer's original is freed before the next is read."""
         with torch.device("meta"), _no_weight_init():
             model = cls(config)
-        expected = set(model.state_dict())
-        if config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)
-            expected.discard("lm_head.weight")
-        missing = sorted(k for k in expected - set(state) if not k.startswith(allow_missing))
-        unexpected = sorted(set(state) - expected)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-            raise CheckpointError(f"{source}: weights do not fit the config: " + "; ".join(parts))
-        for key, tensor in state.items():
-            want = model.state_dict()[key].shape
-            if tensor.shape != want:
-                raise CheckpointError(f"{source}: {key} has shape {tuple(tensor.shape)}, config says {tuple(want)}")
-        model.load_state_dict(state, strict=False, assign=True)
-        model.to_empty_missing(dtype)
-        if config.tie_word_embeddings:
+        tied = config.tie_word_embeddings
+        _check_tensors(model, state, source, allow_missing, tied, reads_quantized=getattr(convert, "stored", None))
+        for name in [name for name, _ in model.named_modules()]:  # names only: a swapped-out layer is freed
+            module = model.get_submodule(name)
+            if tied and name == "lm_head":
+                continue  # tied to the embedding below
+            for param_name, param in list(module.named_parameters(recurse=False)):
+                key = f"{name}.{param_name}" if name else param_name
+                if key in state:
+                    # a Linear about to be converted: a private copy, freed with the original
+                    converting = convert is not None and type(module) is nn.Linear and hasattr(state, "read")
+                    tensor = state.read(key) if converting else state[key]
+                    if tensor.is_floating_point() and tensor.dtype != dtype:
+                        tensor = tensor.to(dtype)
+                    setattr(module, param_name, nn.Parameter(tensor, requires_grad=param.requires_grad))
+            if convert is not None and type(module) is nn.Linear and name != "lm_head":
+                _swap(model, name, convert(name, module, state))
+        if tied:
             model.lm_head.weight = model.model.embed_tokens.weight
+        model.to_empty_missing(dtype)
+        if convert is not None:
+            head = model.lm_head
+            if tied and hasattr(state, "read"):  # converted from a private copy: the table stays untouched
+                head = nn.Linear(head.in_features, head.out_features, bias=False, device="meta")
+                head.weight = nn.Parameter(state.read("model.embed_tokens.weight").to(dtype), requires_grad=False)
+            _swap(model, "lm_head", convert("lm_head", head, state))
         config.torch_dtype = str(dtype).removeprefix("torch.")
-        return model.to(device=device, dtype=dtype).eval()
+        if torch.device(device).type != "cpu":
+            model.to(device=device)
+        return model.eval()
 
     def to_empty_missing(self, dtype) -> None:
         """Give real, freshly initialised storage to parameters left on the meta device."""
@@ -275,6 +292,46 @@ class QwenVLForConditionalGeneration(nn.Module):
             state.pop("lm_head.weight", None)
         save_state_dict(state, llm_dir)
         atomic_write_text(Path(llm_dir) / "config.json", json.dumps(config, indent=2) + "\n")
+
+
+def _check_tensors(
+    model: nn.Module, state, source: str, allow_missing: tuple[str, ...], tied: bool, reads_quantized=None
+) -> None:
+    """Raise a CheckpointError naming what does not fit: missing, unexpected or misshapen tensors.
+    A quantized Linear's `qweight`/`qzeros`/`scales` stand for its `weight`."""
+    from ..quantization.convert import QUANTIZED_SUFFIXES
+
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    if tied:
+        shapes.pop("lm_head.weight", None)
+    present = set(state)
+    if tied:
+        present = {k for k in present if not k.startswith("lm_head.")}
+    quantized = {k.rsplit(".", 1)[0] for k in present if k.endswith(".qweight")}
+    if quantized and not reads_quantized:
+        raise CheckpointError(f"{source}: quantized tensors (e.g. {min(quantized)}.qweight) but no quantization_config")
+    stored = {f"{p}.{s}" for p in quantized for s in QUANTIZED_SUFFIXES}
+    covered = present - stored | {f"{p}.weight" for p in quantized}
+    missing = sorted(k for k in shapes.keys() - covered if not k.startswith(allow_missing))
+    unexpected = sorted(covered - shapes.keys())
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source}: weights do not fit the config: " + "; ".join(parts))
+    for key in sorted(present - stored):
+        have = tuple(state.shape(key) if hasattr(state, "shape") else state[key].shape)
+        if have != tuple(shapes[key]):
+            raise CheckpointError(f"{source}: {key} has shape {have}, config says {tuple(shapes[key])}")
+
+
+def _swap(model: nn.Module, name: str, replacement: nn.Module | None) -> None:
+    """Put `replacement` in place of the submodule `name` (None: keep it)."""
+    if replacement is not None:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, replacement)
 
 
 @contextlib.contextmanager

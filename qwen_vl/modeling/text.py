@@ -5,44 +5,32 @@ Module names follow the published checkpoint keys (`model.layers.{i}.self_attn.q
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from ..config import TextConfig
 from .attention import decoder_attention
 from .cache import KVCache
-from .layers import FusedLinears, Linear, RMSNorm, activation, apply_rotary, packed_path_applies
+from .layers import RMSNorm, activation, apply_rotary
 from .rope import mrope_angles
 
 
 class TextAttention(nn.Module):
-    fused_qkv: FusedLinears | None = None  # inference only: see fuse()
-
     def __init__(self, cfg: TextConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.attention_bias)
-        self.k_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
-        self.v_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
-        self.o_proj = Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
-
-    def fuse(self) -> bool:
-        """Pack q/k/v as one product for inference (FusedLinears); `train()` drops it."""
-        self.fused_qkv = FusedLinears.pack(self.q_proj, self.k_proj, self.v_proj)
-        return self.fused_qkv is not None
-
-    def train(self, mode: bool = True) -> TextAttention:
-        if mode:
-            self.fused_qkv = None
-        return super().train(mode)
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, backend: str):  # x [B, L, E]
         b, length, _ = x.shape
-        if self.fused_qkv is not None and packed_path_applies(x):
-            q, k, v = self.fused_qkv(x)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.view(b, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, D]
         k = k.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -54,34 +42,31 @@ class TextAttention(nn.Module):
 
 
 class TextMLP(nn.Module):
-    fused_gate_up: FusedLinears | None = None  # inference only: see fuse()
-
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.act = activation(cfg.hidden_act)
 
-    def fuse(self) -> bool:
-        """Pack gate/up as one product for inference (FusedLinears); `train()` drops it."""
-        self.fused_gate_up = FusedLinears.pack(self.gate_proj, self.up_proj)
-        return self.fused_gate_up is not None
-
-    def train(self, mode: bool = True) -> TextMLP:
-        if mode:
-            self.fused_gate_up = None
-        return super().train(mode)
-
     def forward(self, x):
-        if self.fused_gate_up is not None and packed_path_applies(x):
-            gate, up = self.fused_gate_up(x)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(self.act(gate) * up)
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+@dataclass
+class LayerIO:
+    """What one DecoderLayer forward read and wrote, by name (see DecoderLayer.observe)."""
+
+    attention_input: torch.Tensor  # [B, L, E]: the normed hidden states its self_attn reads
+    cos: torch.Tensor  # the M-RoPE angles self_attn rotates q and k by
+    sin: torch.Tensor
+    mask: torch.Tensor | None  # bool [B, 1, L, past + L] (True = attend); None: plain causal
+    output: torch.Tensor  # [B, L, E]: the layer's output
 
 
 class DecoderLayer(nn.Module):
+    observers: tuple[Callable[[LayerIO], None], ...] = ()  # see observe()
+
     def __init__(self, cfg: TextConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -89,9 +74,31 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = TextMLP(cfg)
 
+    def observe(self, observer: Callable[[LayerIO], None]) -> Callable[[], None]:
+        """Call `observer` with a LayerIO after each forward of this layer (for probes and auxiliary
+        losses that read a layer's attention inputs or output); returns a function that detaches it.
+        The tensors are the forward's own, in its autograd graph. With no observer the forward is
+        the plain one."""
+        self.observers = (*self.observers, observer)
+
+        def detach() -> None:
+            self.observers = tuple(o for o in self.observers if o is not observer)
+
+        return detach
+
     def forward(self, x, cos, sin, mask, cache, backend):
+        if self.observers:
+            return self._observed_forward(x, cos, sin, mask, cache, backend)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, backend)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def _observed_forward(self, x, cos, sin, mask, cache, backend):
+        normed = self.input_layernorm(x)
+        x = x + self.self_attn(normed, cos, sin, mask, cache, backend)
+        out = x + self.mlp(self.post_attention_layernorm(x))
+        for observer in self.observers:
+            observer(LayerIO(normed, cos, sin, mask, out))
+        return out
 
 
 class TextModel(nn.Module):

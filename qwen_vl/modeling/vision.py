@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import VisionConfig
 from .attention import Segments, segment_attention
-from .layers import Linear, RMSNorm, activation, apply_rotary, linear
+from .layers import RMSNorm, activation, apply_rotary
 from .windows import frame_lengths, window_partition
 
 
@@ -26,15 +27,15 @@ class PatchEmbed(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [N, C*T*P*P] -> [N, E]
         weight = self.proj.weight
-        return linear(patches.to(weight.dtype), weight.view(weight.shape[0], -1))
+        return F.linear(patches.to(weight.dtype), weight.view(weight.shape[0], -1))
 
 
 class VisionAttention(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.proj = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x, cos, sin, segments: Segments, backend: str):  # x [S, E]
         seq = x.shape[0]
@@ -51,9 +52,9 @@ class GatedMLP(nn.Module):
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
 
     def forward(self, x):
@@ -65,8 +66,8 @@ class PlainMLP(nn.Module):
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.fc1 = Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.fc2 = Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
 
     def forward(self, x):
@@ -97,7 +98,7 @@ class PatchMerger(nn.Module):
         super().__init__()
         merged = cfg.hidden_size * cfg.spatial_merge_size**2
         self.ln_q = make_norm(cfg, cfg.hidden_size)
-        self.mlp = nn.Sequential(Linear(merged, merged), nn.GELU(), Linear(merged, cfg.out_hidden_size))
+        self.mlp = nn.Sequential(nn.Linear(merged, merged), nn.GELU(), nn.Linear(merged, cfg.out_hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [S, E] -> [S/4, out]
         return self.mlp(self.ln_q(x).view(-1, self.mlp[0].in_features))

@@ -6,15 +6,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from qwen_vl.generation import SamplingConfig, stream_text
+from qwen_vl.batching import BatchEngine
+from qwen_vl.generation import SamplingConfig
 
 
 class Engine:
     """Streams answers from one shared (model, processor) pair.
 
     At most `concurrency` generations run at once (the Gradio queue already limits this; the
-    semaphore also covers callers outside the queue). Forward passes keep no state on the model
-    (the KV cache is per call), so parallel generations do not interfere."""
+    semaphore also covers callers outside the queue). They share decode steps: a BatchEngine
+    (the one `qwen-vl serve` uses) batches the users' rows, so one more user costs far less than
+    one more generation."""
 
     def __init__(self, model, processor, name: str, concurrency: int = 1):
         self.model = model
@@ -22,14 +24,25 @@ class Engine:
         self.name = name
         self.is_demo = False  # the bundled demo model, which knows only the synthetic shapes world
         self._slots = threading.BoundedSemaphore(concurrency)
+        # waiting room for rows a closed stream left behind until the scheduler's next step drops them
+        self.batch = BatchEngine(model, processor, max_batch=concurrency, max_waiting=concurrency)
 
     @classmethod
-    def load(cls, ref: str | None = None, device: str | None = None, dtype: str | None = None, concurrency: int = 1):
+    def load(
+        cls,
+        ref: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        concurrency: int = 1,
+        quantize: str | None = None,
+    ):
         from qwen_vl.hardware import as_dtype
         from qwen_vl.loading import is_bundled, load_model, resolve_model_dir
 
         model_dir = resolve_model_dir(ref)
-        model, processor = load_model(model_dir, device=device, dtype=as_dtype(dtype) if dtype else None)
+        model, processor = load_model(
+            model_dir, device=device, dtype=as_dtype(dtype) if dtype else None, quantize=quantize
+        )
         engine = cls(model, processor, "bundled demo model" if is_bundled(ref) else Path(model_dir).name, concurrency)
         engine.is_demo = is_bundled(ref)
         return engine
@@ -52,4 +65,4 @@ class Engine:
     def stream(self, conversation: list[dict], sampling: SamplingConfig) -> Iterator[str]:
         """Text pieces of the answer; the slot is released when the generator ends or is closed."""
         with self._slots:
-            yield from stream_text(self.model, self.processor, conversation, sampling)
+            yield from self.batch.start().stream_text(conversation, sampling)

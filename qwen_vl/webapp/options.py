@@ -22,6 +22,7 @@ class AppOptions:
     queue_size: int = 64  # requests waiting beyond this are refused with a "queue full" message
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None  # int8 | int4: weight-only quantization at load (CPU)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -78,6 +79,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--queue-size", type=_at_least(1), default=64, help="most waiting requests (default 64)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fast on the device)")
+    parser.add_argument(
+        "--quantize", default=None, choices=["int8", "int4"], help="weight-only quantization as the model loads (CPU)"
+    )
     return parser
 
 

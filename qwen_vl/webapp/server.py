@@ -20,7 +20,7 @@ def serve(options: AppOptions) -> int:
     from qwen_vl.webapp.engine import Engine
 
     try:
-        engine = Engine.load(options.model, options.device, options.dtype, options.concurrency)
+        engine = Engine.load(options.model, options.device, options.dtype, options.concurrency, options.quantize)
     except (QwenVLError, ValueError) as err:
         return fail(str(err))
     from qwen_vl.webapp.ui import EXAMPLES_DIR, build_ui
