@@ -5,7 +5,7 @@ plain backgrounds, saturated shape colours, each shape alone in its third of the
 with one event at a whole second. The colours, shape drawing and the H.264 writer are the
 training ones, so the examples look like the training data.
 
-    python -m qwen_vl.webapp.make_examples [--out DIR]
+    python -m bundled_model.make_examples [--out DIR]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from bundled_model.synthetic_render import draw_shape, font, write_video
+from bundled_model.synthetic_render import draw_shape, write_video
 from bundled_model.synthetic_world import BACKGROUNDS, COLOURS, Background, Shape, VideoEvent, VideoScene
 from qwen_vl.fileio import atomic_path, atomic_write_text
 
@@ -45,7 +45,6 @@ IMAGES = [
     ),
     ("colour.png", "light grey", [("star", "orange", [110, 20, 210, 120])], "What colour is the star?", "orange"),
 ]
-TEXT_IMAGE = ("sign.png", "sage", "garden river", "black", "What does the text say?")  # the answer is the text
 VIDEO = ("green_star.mp4", "When does the green star appear?", "At 2 seconds.")
 # Offered to show boxes drawn on the page; the demo model has not learned grounding, so no answer is claimed.
 GROUNDING = ("shapes.png", "Locate the red circle in the image and output the bbox coordinates in JSON format.")
@@ -57,15 +56,6 @@ def shapes_image(background: str, shapes) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for kind, colour, bbox in shapes:
         draw_shape(draw, kind, bbox, COLOURS[colour])
-    return image
-
-
-def text_image(background: str, text: str, colour: str) -> Image.Image:
-    image = Image.new("RGB", IMAGE_SIZE, BACKGROUNDS[background])
-    size = 40
-    left, top, right, bottom = font(size).getbbox(text)
-    origin = ((IMAGE_SIZE[0] - (right - left)) // 2 - left, (IMAGE_SIZE[1] - (bottom - top)) // 2 - top)
-    ImageDraw.Draw(image).text(origin, text, font=font(size), fill=COLOURS[colour])
     return image
 
 
@@ -91,10 +81,6 @@ def write_examples(out: Path = EXAMPLES_DIR) -> list[dict]:
         with atomic_path(out / name) as tmp:
             shapes_image(background, shapes).save(tmp, format="PNG", optimize=True)
         listing.append({"file": name, "question": question, "answer": answer})
-    name, background, text, colour, question = TEXT_IMAGE
-    with atomic_path(out / name) as tmp:
-        text_image(background, text, colour).save(tmp, format="PNG", optimize=True)
-    listing.append({"file": name, "question": question, "answer": text})
     name, question, answer = VIDEO
     with atomic_path(out / name) as tmp:
         write_video(star_clip(), tmp)  # the writer names the container format itself

@@ -29,10 +29,10 @@ import torch
 
 from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
 from qwen_vl.errors import OneLineParser
+from qwen_vl.modeling.init import small_normal_init_
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
 from qwen_vl.processing import build_tokenizer
 from qwen_vl.training.data import IGNORE, assistant_labels
-from qwen_vl.training.params import small_normal_init_
 
 from .loop import Loop
 from .synthetic import tokenizer_corpus, world_items, world_text

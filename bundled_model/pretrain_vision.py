@@ -55,11 +55,11 @@ from bundled_model.synthetic_world import (
 )
 from qwen_vl.config import vision_config_from
 from qwen_vl.errors import OneLineParser, QwenVLError
+from qwen_vl.modeling.init import small_normal_init_
 from qwen_vl.modeling.vision import VisionEncoder
 from qwen_vl.processing import ImageSettings, QwenVLProcessor, image_to_patches, load_image
 from qwen_vl.training.config import load_config
 from qwen_vl.training.data import IGNORE
-from qwen_vl.training.params import small_normal_init_
 
 from .loop import Loop
 

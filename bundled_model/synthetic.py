@@ -4,7 +4,7 @@
     python -m bundled_model.synthetic --out data/heldout --task video --n 200 --seed 1001 --fps-set 7,23
 
 Each line is one sample in the training message format, with media paths relative to the
-JSONL file, the answer, and the `scene` it was drawn from (see docs/synthetic.md):
+JSONL file, the answer, and the `scene` it was drawn from (see bundled_model/README.md):
 
     {"id": "caption-0-000000", "messages": [{"role": "user", "content": [{"type": "image",
      "image": "images/caption/000000.png"}, {"type": "text", "text": "Describe this image."}]},

@@ -6,8 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from qwen_vl.modeling.init import small_normal_init_  # noqa: F401  (the recipe imports it from here)
-
 from .config import COMPONENTS, TrainConfig
 
 LORA_ADAPTER = "default"
