@@ -531,7 +531,9 @@ def evaluate(ctx: typer.Context):
 @app.command()
 def serve(
     model: Model = None,
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[
         str | None, typer.Option(help="Require `Authorization: Bearer KEY` (default: $QWEN_VL_API_KEY, else none).")
@@ -542,21 +544,25 @@ def serve(
     allowed_media_dir: Annotated[
         list[Path] | None, typer.Option(help="Serve file:// media URLs from under this directory (repeatable).")
     ] = None,
-    allow_remote_media: Annotated[bool, typer.Option(help="Fetch http(s) media URLs (size-capped, timed out).")] = False,
+    allow_remote_media: Annotated[
+        bool, typer.Option(help="Fetch http(s) media URLs (size-capped, timed out).")
+    ] = False,
     max_batch: Annotated[int, typer.Option(min=1, help="Requests decoding together.")] = 16,
     max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond the batch; more get 503.")] = 64,
     max_tokens: Annotated[
         int | None, typer.Option(min=1, help="Most tokens one answer may generate (default: the context).")
     ] = None,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, base64 media included.")] = 32.0,
-    max_image_pixels: Annotated[
-        int, typer.Option(min=784, help="Pixels per image or video frame, at most.")
-    ] = 1280 * 28 * 28,
+    max_image_pixels: Annotated[int, typer.Option(min=784, help="Pixels per image or video frame, at most.")] = 1280
+    * 28
+    * 28,
     max_request_pixels: Annotated[
         int, typer.Option(min=784, help="Pixels of all images and video frames of one request, at most.")
     ] = 16384 * 28 * 28,
     remote_max_mb: Annotated[float, typer.Option(min=0.001, help="Largest http(s) media download.")] = 20.0,
-    remote_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds allowed for an http(s) media download.")] = 10.0,
+    remote_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds allowed for an http(s) media download.")
+    ] = 10.0,
     device: Device = None,
     dtype: Dtype = None,
     quantize: Quantize = None,
