@@ -165,9 +165,25 @@ def test_bad_uploads_become_turn_errors_and_the_session_goes_on(engine, tmp_path
     assert run(engine, turns).answer == run(engine, [Turn("Describe this image.", [IMAGE])]).answer
 
 
-def test_bad_settings_become_turn_errors(engine):
-    turn = run(engine, [Turn("hi", [IMAGE])], GenerationSettings(top_p=0.0))
-    assert turn.error == "top_p must be in (0, 1], got 0.0"
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (GenerationSettings(top_p=0.0), "top_p must be in (0, 1], got 0.0"),
+        (GenerationSettings(max_new_tokens=100_000), "max_new_tokens must be at most 1024, got 100000"),
+        (GenerationSettings(temperature=5.0), "temperature must be at most 2.0, got 5.0"),
+        (GenerationSettings(fps=100.0), "fps must be between 0.5 and 8.0, got 100.0"),
+        (GenerationSettings(max_pixels=10**10), "max_pixels must be between 3136 and"),
+    ],
+)
+def test_settings_past_the_pages_controls_become_turn_errors(engine, settings, message):
+    """The API takes numbers the sliders cannot send: it is held to the sliders' bounds, before any media is read."""
+    turn = run(engine, [Turn("hi", [IMAGE])], settings)
+    assert turn.error.startswith(message) and turn.answer == ""
+
+
+def test_a_lone_surrogate_in_a_question_is_replaced_not_fatal(engine):
+    answer = chat.answer_once(engine, [IMAGE], "what\ud800 is this?", GenerationSettings(max_new_tokens=3), LIMIT)
+    assert isinstance(answer, str)
 
 
 def test_an_unexpected_failure_ends_the_turn_and_is_logged(engine, monkeypatch, caplog):
