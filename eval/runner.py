@@ -22,6 +22,7 @@ from pathlib import Path
 
 from qwen_vl.errors import OneLineParser, QwenVLError
 from qwen_vl.eval import predictions as pred
+from qwen_vl.eval.api_backend import ApiBackend
 from qwen_vl.eval.datasets import Sample
 from qwen_vl.eval.datasets.mmbench import main_questions
 from qwen_vl.eval.report import sample_values, score_run, write_report
@@ -68,6 +69,14 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--quantize", default=None, choices=["int8", "int4"], help="weight-only quantization as the model loads (CPU)"
     )
+    parser.add_argument(
+        "--api-base",
+        default=None,
+        metavar="URL",
+        help="answer through an OpenAI-compatible server (qwen-vl serve, vLLM), e.g. http://127.0.0.1:8000/v1",
+    )
+    parser.add_argument("--api-model", default=None, metavar="NAME", help="the served model's name (with --api-base)")
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -126,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--circular needs a multiple-choice task, not {task.name}")
     if args.predictions is not None and args.resume:
         raise UsageError("--predictions scores a finished file; it does not go with --resume")
+    if (args.api_base is None) != (args.api_model is None):
+        raise UsageError("--api-base and --api-model go together: the server's URL and its model's name")
+    if args.api_base is not None and (args.model or args.quantize or args.dtype or args.device):
+        raise UsageError("--api-base answers through a server: --model, --dtype, --device and --quantize are its own")
     metric_names = _metric_names(args.metric, task, args.circular)
     prompt = task.prompt if args.prompt is None else args.prompt
     max_new_tokens = args.max_new_tokens or task.max_new_tokens
@@ -151,17 +164,12 @@ def run(args: argparse.Namespace) -> int:
 
     shard = [s for i, s in enumerate(samples) if i % procs.world == procs.rank and s.id not in done]
     if shard:
-        from qwen_vl.generation import SamplingConfig
-        from qwen_vl.loading import load_model
-
-        model, processor = load_model(
-            args.model, device=procs.device(args.device), dtype=args.dtype, quantize=args.quantize
-        )
-        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+        backend = ApiBackend(args.api_base, args.api_model, args.api_key, args.batch_size) if args.api_base else None
+        backend = backend or LocalBackend.load(args, procs)
         log_path = out_dir / pred.PREDICTIONS if procs.world == 1 else pred.part_path(out_dir, procs.rank)
         with pred.PredictionLog(log_path) as log:
             show = procs.is_main and not args.no_progress
-            answer_all(shard, model, processor, sampling, prompt, metric_names, log, args.batch_size, show)
+            answer_all(shard, backend, max_new_tokens, prompt, metric_names, log, args.batch_size, show)
     procs.barrier()
 
     if not procs.is_main:
@@ -169,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     records = pred.merge(out_dir, [s.id for s in samples])
     result = score_run(task, metric_names, samples, records)
     result.update(
-        model=str(args.model) if args.model else "bundled",
+        model=f"{args.api_model} at {args.api_base}" if args.api_base else str(args.model) if args.model else "bundled",
         data=str(args.data),
         prompt=prompt,
         max_new_tokens=max_new_tokens,
@@ -230,8 +238,42 @@ def _metric_names(option: str | None, task: Task, circular: bool = False) -> tup
     return names
 
 
+class LocalBackend:
+    """Greedy answers from a model loaded in this process."""
+
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
+        self.model_type, self.image_settings = model.config.model_type, processor.image_settings
+
+    @classmethod
+    def load(cls, args: argparse.Namespace, procs: Processes) -> LocalBackend:
+        from qwen_vl.loading import load_model
+
+        device = procs.device(args.device)
+        return cls(*load_model(args.model, device=device, dtype=args.dtype, quantize=args.quantize))
+
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int) -> list[str | QwenVLError]:
+        """One answer per conversation; a batch that fails on bad input is retried one conversation at a
+        time, so one unreadable image fails only its own sample."""
+        from qwen_vl.generation import SamplingConfig, generate_text
+
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+        try:
+            return generate_text(self.model, self.processor, conversations, sampling)
+        except QwenVLError as err:
+            if len(conversations) == 1:
+                return [err]
+        out: list[str | QwenVLError] = []
+        for one in conversations:
+            try:
+                out.append(generate_text(self.model, self.processor, [one], sampling)[0])
+            except QwenVLError as err:
+                out.append(err)
+        return out
+
+
 def answer_all(
-    shard: list[Sample], model, processor, sampling, prompt: str, metric_names, log, batch_size: int, show: bool
+    shard: list[Sample], backend, max_new_tokens: int, prompt: str, metric_names, log, batch_size: int, show: bool
 ) -> None:
     """Answer the shard batch by batch, appending each batch's records to the log."""
     from tqdm import tqdm
@@ -242,9 +284,9 @@ def answer_all(
         for start in range(0, len(shard), batch_size):
             batch = shard[start : start + batch_size]
             records = [
-                _record(sample, answer, error, metric_names, _frame(sample, error, model, processor))
+                _record(sample, answer, error, metric_names, _frame(sample, error, backend))
                 for sample, (answer, error) in zip(
-                    batch, answer_batch(batch, model, processor, sampling, prompt), strict=True
+                    batch, answer_batch(batch, backend, max_new_tokens, prompt), strict=True
                 )
             ]
             log.append(records)
@@ -253,32 +295,29 @@ def answer_all(
             bar.set_postfix({headline.name: f"{headline.aggregate(seen_values):.2f}"})
 
 
-def answer_batch(batch: list[Sample], model, processor, sampling, prompt: str) -> list[tuple[str | None, str | None]]:
-    """(answer, error) per sample. A batch that fails on bad input is retried one sample at a time,
-    so one unreadable image fails only its own sample."""
-    from qwen_vl.generation import generate_text
-
-    try:
-        answers = generate_text(model, processor, [conversation(s, prompt) for s in batch], sampling)
-        return [(a.strip(), None) for a in answers]
-    except QwenVLError as err:
-        if len(batch) == 1:
-            return [(None, str(err))]
-    out = []
+def answer_batch(batch: list[Sample], backend, max_new_tokens: int, prompt: str) -> list[tuple[str | None, str | None]]:
+    """(answer, error) per sample; a sample whose input fails (its media, its length) gets its error."""
+    conversations = []
     for sample in batch:
         try:
-            out.append((generate_text(model, processor, [conversation(sample, prompt)], sampling)[0].strip(), None))
+            conversations.append(conversation(sample, prompt))
         except QwenVLError as err:
-            out.append((None, str(err)))
+            conversations.append(err)
+    asked = [c for c in conversations if not isinstance(c, QwenVLError)]
+    answers = iter(backend.generate(asked, max_new_tokens) if asked else [])
+    out = []
+    for item in conversations:
+        result = item if isinstance(item, QwenVLError) else next(answers)
+        out.append((None, str(result)) if isinstance(result, QwenVLError) else (result.strip(), None))
     return out
 
 
-def _frame(sample: Sample, error: str | None, model, processor) -> dict | None:
+def _frame(sample: Sample, error: str | None, backend) -> dict | None:
     """A grounding sample's coordinate frame (None for other samples and failed ones)."""
     if "box" not in sample.meta or error is not None:
         return None
     try:
-        return grounding_frame(sample, model.config.model_type, processor.image_settings)
+        return grounding_frame(sample, backend.model_type, backend.image_settings)
     except (QwenVLError, ValueError):
         return None
 
