@@ -36,7 +36,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,18 +50,48 @@ GGUF_TYPES = {"llama-bf16": "BF16", "llama-q8_0": "Q8_0", "llama-q4_0": "Q4_0"}
 
 # ---- the published shapes ----------------------------------------------------------------------
 SIZES = {
-    "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-               num_key_value_heads=2, tie=True),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, tie=False),
+    "3b": dict(
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        tie=True,
+    ),
+    "7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        tie=False,
+    ),
 }
 VOCAB = 151936
 # Qwen2.5's added tokens, from 151643 on; the first 14 are special (never split from text).
 ADDED_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
 ]
 FIRST_ADDED_ID = 151643
 N_SPECIAL = 14
@@ -117,11 +146,21 @@ def model_config(size: str):
         max_position_embeddings=128000,
     )
     vision = VisionConfig(
-        hidden_size=1280, depth=32, num_heads=16, intermediate_size=3420, out_hidden_size=s["hidden_size"],
-        window_size=112, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2,
+        hidden_size=1280,
+        depth=32,
+        num_heads=16,
+        intermediate_size=3420,
+        out_hidden_size=s["hidden_size"],
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
     )
     return QwenVLConfig(
-        vision=vision, text=text, tie_word_embeddings=s["tie"], bos_token_id=151643, eos_token_id=151645,
+        vision=vision,
+        text=text,
+        tie_word_embeddings=s["tie"],
+        bos_token_id=151643,
+        eos_token_id=151645,
         torch_dtype="bfloat16",
     )
 
@@ -186,16 +225,31 @@ def build_checkpoint(size: str, model_dir: Path, shard_bytes: int = 2 * 1024**3)
     (model_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     config.save_pretrained(model_dir)
     (model_dir / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
-                    "do_sample": False}, indent=2) + "\n"
+        json.dumps(
+            {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643, "do_sample": False},
+            indent=2,
+        )
+        + "\n"
     )
     write_tokenizer(model_dir)
     (model_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
     (model_dir / "video_preprocessor_config.json").write_text(
-        json.dumps({"video_processor_type": "Qwen2VLVideoProcessor", "min_pixels": 3136, "max_pixels": 12845056,
-                    "fps": 2.0, "min_frames": 4, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-                    "image_mean": PREPROCESSOR["image_mean"], "image_std": PREPROCESSOR["image_std"]},
-                   indent=2) + "\n"
+        json.dumps(
+            {
+                "video_processor_type": "Qwen2VLVideoProcessor",
+                "min_pixels": 3136,
+                "max_pixels": 12845056,
+                "fps": 2.0,
+                "min_frames": 4,
+                "patch_size": 14,
+                "temporal_patch_size": 2,
+                "merge_size": 2,
+                "image_mean": PREPROCESSOR["image_mean"],
+                "image_std": PREPROCESSOR["image_std"],
+            },
+            indent=2,
+        )
+        + "\n"
     )
     (model_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     marker.write_text(CHECKPOINT_VERSION + "\n")
@@ -211,7 +265,9 @@ def _numel(shape) -> int:
 
 def _byte_chars() -> list[str]:
     """GPT-2's byte-to-unicode table, in byte order (what byte-level BPE vocabularies spell)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -280,8 +336,15 @@ def build_prompts(model_dir: Path, path: Path, text_tokens: int) -> dict:
     prompts = {}
     for name, (w, h) in {**IMAGES, "warmup": (224, 224)}.items():
         pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        conv = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(pixels)},
-                                             {"type": "text", "text": "Describe this image."}]}]
+        conv = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.fromarray(pixels)},
+                    {"type": "text", "text": "Describe this image."},
+                ],
+            }
+        ]
         out = processor([conv], add_generation_prompt=True)
         prompts[name] = {k: getattr(out, k) for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")}
     ids = torch.randint(1000, 150000, (1, text_tokens), generator=torch.Generator().manual_seed(2))
@@ -343,7 +406,11 @@ def _hidden_tensors(module):
             continue
         if isinstance(value, torch.Tensor):
             yield value
-        elif hasattr(value, "packed") and isinstance(value.packed, torch.Tensor) and not isinstance(value, torch.nn.Module):
+        elif (
+            hasattr(value, "packed")
+            and isinstance(value.packed, torch.Tensor)
+            and not isinstance(value, torch.nn.Module)
+        ):
             yield value.packed
 
 
@@ -394,8 +461,12 @@ def worker_ours(args, prompts) -> dict:
     start = time.perf_counter()
     model, _processor = loading.load_model(args.model_dir, device="cpu", dtype=torch.bfloat16, **kwargs)
     load_s = time.perf_counter() - start
-    result = {"load_s": load_s, "load_rss": rss_bytes(), "weights": module_bytes([model]),
-              "decode_bytes": decode_bytes_ours(model)}
+    result = {
+        "load_s": load_s,
+        "load_rss": rss_bytes(),
+        "weights": module_bytes([model]),
+        "decode_bytes": decode_bytes_ours(model),
+    }
 
     def prefill(batch):
         generate_ids(model, batch, SamplingConfig(max_new_tokens=1), stop_ids=set())
@@ -470,26 +541,45 @@ def worker_transformers(args, prompts) -> dict:
     batch = prompts["640x480"]
     with torch.inference_mode():
         out = model.generate(
-            **inputs(batch), max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+            **inputs(batch),
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
             logits_processor=LogitsProcessorList([clock]),
         )
     result["tg_tps"] = (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
-    result["tokens"] = out[0, batch["input_ids"].shape[1]:].tolist()
+    result["tokens"] = out[0, batch["input_ids"].shape[1] :].tolist()
     return result
 
 
 def worker_llama(args, _prompts) -> dict:
     """llama-bench on one GGUF (pp and tg in one call); peak RSS is that of llama-bench."""
     gguf = Path(args.gguf)
-    cmd = [str(llama_bin(args.cache, "llama-bench")), "-m", str(gguf), "-t", str(args.threads),
-           "-p", str(args.text_tokens), "-n", str(args.new_tokens), "-r", str(args.repeats), "-o", "json"]
+    cmd = [
+        str(llama_bin(args.cache, "llama-bench")),
+        "-m",
+        str(gguf),
+        "-t",
+        str(args.threads),
+        "-p",
+        str(args.text_tokens),
+        "-n",
+        str(args.new_tokens),
+        "-r",
+        str(args.repeats),
+        "-o",
+        "json",
+    ]
     print("  " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     rows = json.loads(proc.stdout)
-    result = {"load_rss": None, "weights": gguf.stat().st_size, "decode_bytes": gguf_decode_bytes(args.cache, gguf),
-              "peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+    result = {
+        "load_rss": None,
+        "weights": gguf.stat().st_size,
+        "decode_bytes": gguf_decode_bytes(args.cache, gguf),
+        "peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    }
     for row in rows:
         if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
             result["pp_tps"] = row["avg_ts"]
@@ -558,7 +648,8 @@ def prepare_gguf(args, engines: list[str]) -> dict[str, Path | str]:
         tmp = bf16.with_suffix(".part")
         proc = subprocess.run(
             [sys.executable, __file__, "--convert", str(args.model_dir), str(tmp), "--cache", str(args.cache)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
@@ -574,8 +665,9 @@ def prepare_gguf(args, engines: list[str]) -> dict[str, Path | str]:
             print(f"quantizing to {kind} ...", flush=True)
             start = time.perf_counter()
             tmp = path.with_suffix(".part")
-            proc = subprocess.run([str(quant), str(bf16), str(tmp), kind, str(args.threads)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [str(quant), str(bf16), str(tmp), kind, str(args.threads)], capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 tmp.unlink(missing_ok=True)
                 out[engine] = f"llama-quantize {kind} failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -595,8 +687,21 @@ def cpu_facts() -> tuple[str, list[str]]:
         name = m.group(1).strip() if m else name
         m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
         have = set(m.group(1).split()) if m else set()
-        flags = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-                             "amx_bf16") if f in have]
+        flags = [
+            f
+            for f in (
+                "avx2",
+                "fma",
+                "f16c",
+                "avx512f",
+                "avx512_vnni",
+                "avx512_bf16",
+                "amx_tile",
+                "amx_int8",
+                "amx_bf16",
+            )
+            if f in have
+        ]
     except OSError:
         pass
     return name, flags
@@ -605,10 +710,31 @@ def cpu_facts() -> tuple[str, list[str]]:
 def run_worker(args, engine: str, prompts_path: Path, extra: list[str]) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out_path = Path(f.name)
-    cmd = [sys.executable, __file__, "--worker", engine, "--result", str(out_path), "--prompts", str(prompts_path),
-           "--model-dir", str(args.model_dir), "--cache", str(args.cache), "--threads", str(args.threads),
-           "--repeats", str(args.repeats), "--new-tokens", str(args.new_tokens), "--text-tokens",
-           str(args.text_tokens), "--images", *args.images, *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        engine,
+        "--result",
+        str(out_path),
+        "--prompts",
+        str(prompts_path),
+        "--model-dir",
+        str(args.model_dir),
+        "--cache",
+        str(args.cache),
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--text-tokens",
+        str(args.text_tokens),
+        "--images",
+        *args.images,
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, timeout=args.timeout)
@@ -631,9 +757,18 @@ def ratio(a, b) -> str:
 
 
 def print_tables(args, results: dict, bandwidth: float) -> None:
-    cols = ["engine", "weights GB", "load s", "RSS after load GB", "peak RSS GB", "peak / weights",
-            *[f"prefill {n} s" for n in args.images], f"text prefill {args.text_tokens} tok/s", "decode tok/s",
-            "decode / bound"]
+    cols = [
+        "engine",
+        "weights held GB",
+        "load s",
+        "RSS after load GB",
+        "peak RSS GB",
+        "peak / weights",
+        *[f"prefill {n} s" for n in args.images],
+        f"text prefill {args.text_tokens} tok/s",
+        "decode tok/s",
+        "decode / bound",
+    ]
     print("\n| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for engine in ENGINES:
@@ -644,12 +779,18 @@ def print_tables(args, results: dict, bandwidth: float) -> None:
             print(f"| {engine} | skipped: {r['skipped']} |")
             continue
         bound = bandwidth / r["decode_bytes"] if r.get("decode_bytes") else None
-        cells = [engine, fmt(r.get("weights"), ".2f", 1e9), fmt(r.get("load_s"), ".1f"),
-                 fmt(r.get("load_rss"), ".2f", 1e9), fmt(r.get("peak_rss"), ".2f", 1e9),
-                 ratio(r.get("peak_rss"), r.get("weights")),
-                 *[fmt(r.get(f"prefill_{n}"), ".2f") for n in args.images],
-                 fmt(r.get("pp_tps"), ".1f"), fmt(r.get("tg_tps"), ".2f"),
-                 "—" if bound is None or r.get("tg_tps") is None else f"{r['tg_tps'] / bound:.0%} of {bound:.2f}"]
+        cells = [
+            engine,
+            fmt(r.get("weights"), ".2f", 1e9),
+            fmt(r.get("load_s"), ".1f"),
+            fmt(r.get("load_rss"), ".2f", 1e9),
+            fmt(r.get("peak_rss"), ".2f", 1e9),
+            ratio(r.get("peak_rss"), r.get("weights")),
+            *[fmt(r.get(f"prefill_{n}"), ".2f") for n in args.images],
+            fmt(r.get("pp_tps"), ".1f"),
+            fmt(r.get("tg_tps"), ".2f"),
+            "—" if bound is None or r.get("tg_tps") is None else f"{r['tg_tps'] / bound:.0%} of {bound:.2f}",
+        ]
         print("| " + " | ".join(cells) + " |")
 
     def get(engine, key):
@@ -657,18 +798,37 @@ def print_tables(args, results: dict, bandwidth: float) -> None:
         return r.get(key)
 
     print("\nRatios (above 1 = ours faster / smaller; ours over the reference, or the reference's time over ours):\n")
-    print("| measure | ours bf16 vs transformers bf16 | ours bf16 vs llama.cpp bf16 | ours int8 vs llama.cpp Q8_0 | ours int4 vs llama.cpp Q4_0 |")
+    print(
+        "| measure | ours bf16 vs transformers bf16 | ours bf16 vs llama.cpp bf16 | ours int8 vs llama.cpp Q8_0 | ours int4 vs llama.cpp Q4_0 |"
+    )
     print("|---|---|---|---|---|")
-    pairs = [("ours-bf16", "transformers"), ("ours-bf16", "llama-bf16"), ("ours-int8", "llama-q8_0"),
-             ("ours-int4", "llama-q4_0")]
-    print("| load time | " + " | ".join(
-        [ratio(get("transformers", "load_s"), get("ours-bf16", "load_s")), "—", "—", "—"]) + " |")
-    print("| peak RSS | " + " | ".join(ratio(get(t, "peak_rss"), get(o, "peak_rss")) if i == 0 else "—"
-                                      for i, (o, t) in enumerate(pairs)) + " |")
+    pairs = [
+        ("ours-bf16", "transformers"),
+        ("ours-bf16", "llama-bf16"),
+        ("ours-int8", "llama-q8_0"),
+        ("ours-int4", "llama-q4_0"),
+    ]
+    print(
+        "| load time | "
+        + " | ".join([ratio(get("transformers", "load_s"), get("ours-bf16", "load_s")), "—", "—", "—"])
+        + " |"
+    )
+    print(
+        "| peak RSS | "
+        + " | ".join(ratio(get(t, "peak_rss"), get(o, "peak_rss")) if i == 0 else "—" for i, (o, t) in enumerate(pairs))
+        + " |"
+    )
     for n in args.images:
-        print(f"| prefill {n} | " + " | ".join(
-            [ratio(get("transformers", f"prefill_{n}"), get("ours-bf16", f"prefill_{n}")), "—", "—", "—"]) + " |")
-    print(f"| text prefill {args.text_tokens} | " + " | ".join(ratio(get(o, "pp_tps"), get(t, "pp_tps")) for o, t in pairs) + " |")
+        print(
+            f"| prefill {n} | "
+            + " | ".join([ratio(get("transformers", f"prefill_{n}"), get("ours-bf16", f"prefill_{n}")), "—", "—", "—"])
+            + " |"
+        )
+    print(
+        f"| text prefill {args.text_tokens} | "
+        + " | ".join(ratio(get(o, "pp_tps"), get(t, "pp_tps")) for o, t in pairs)
+        + " |"
+    )
     print("| decode | " + " | ".join(ratio(get(o, "tg_tps"), get(t, "tg_tps")) for o, t in pairs) + " |")
 
     # targets
@@ -686,13 +846,20 @@ def print_tables(args, results: dict, bandwidth: float) -> None:
     for engine in ("ours-bf16", "ours-int8", "ours-int4"):
         r = results.get(engine) or {}
         if val(r, "peak_rss") and val(r, "weights"):
-            check(f"{engine} peak RSS {r['peak_rss'] / 1e9:.2f} GB <= 1.1x weights {r['weights'] / 1e9:.2f} GB",
-                  r["peak_rss"] <= 1.1 * r["weights"])
+            # bf16: the checkpoint's weight bytes (what the weights are); quantized: the bytes held
+            weights = args.checkpoint_bytes if engine == "ours-bf16" else r["weights"]
+            what = "the checkpoint's" if engine == "ours-bf16" else "its"
+            check(
+                f"{engine} peak RSS {r['peak_rss'] / 1e9:.2f} GB <= 1.1x {what} weights {weights / 1e9:.2f} GB",
+                r["peak_rss"] <= 1.1 * weights,
+            )
     if val(o, "load_s") and val(t, "load_s"):
         check(f"load {o['load_s']:.1f} s <= transformers' {t['load_s']:.1f} s", o["load_s"] <= t["load_s"])
     if val(o, "tg_tps") and val(t, "tg_tps"):
-        check(f"bf16 decode {o['tg_tps']:.2f} >= 1.15x transformers {t['tg_tps']:.2f} tok/s",
-              o["tg_tps"] >= 1.15 * t["tg_tps"])
+        check(
+            f"bf16 decode {o['tg_tps']:.2f} >= 1.15x transformers {t['tg_tps']:.2f} tok/s",
+            o["tg_tps"] >= 1.15 * t["tg_tps"],
+        )
     if val(o, "tg_tps") and val(o, "decode_bytes"):
         frac = o["tg_tps"] * o["decode_bytes"] / bandwidth
         check(f"bf16 decode at {frac:.0%} >= 85% of the bandwidth bound", frac >= 0.85)
@@ -709,7 +876,7 @@ def print_tables(args, results: dict, bandwidth: float) -> None:
         check(f"text prefill {args.text_tokens}: {a:.1f} >= llama.cpp bf16 {b:.1f} tok/s", a >= b)
     a, b = o.get("tokens"), t.get("tokens")
     if a and b:
-        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         print(f"\nGreedy tokens, ours bf16 vs transformers bf16: the first {same} of {min(len(a), len(b))} agree")
 
 
@@ -756,8 +923,11 @@ def main(argv=None) -> None:
         import torch
 
         prompts = torch.load(args.prompts) if args.prompts else {}
-        fn = worker_llama if args.worker.startswith("llama") else (
-            worker_transformers if args.worker == "transformers" else worker_ours)
+        fn = (
+            worker_llama
+            if args.worker.startswith("llama")
+            else (worker_transformers if args.worker == "transformers" else worker_ours)
+        )
         result = fn(args, prompts)
         result.setdefault("peak_rss", rss_bytes())
         Path(args.result).write_text(json.dumps(result))
@@ -773,12 +943,20 @@ def main(argv=None) -> None:
     cpu, flags = cpu_facts()
     print(f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"CPU: {cpu}; flags: {' '.join(flags) or 'none of avx2/avx512/amx'}; {os.cpu_count()} logical CPUs")
-    print(f"threads {args.threads}; torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"python {platform.python_version()}")
-    print(f"size {args.size}; repeats {args.repeats}; decode {args.new_tokens} tokens; text prompt "
-          f"{args.text_tokens} tokens; images {', '.join(args.images)}; engines {', '.join(args.engines)}", flush=True)
+    print(
+        f"threads {args.threads}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"size {args.size}; repeats {args.repeats}; decode {args.new_tokens} tokens; text prompt "
+        f"{args.text_tokens} tokens; images {', '.join(args.images)}; engines {', '.join(args.engines)}",
+        flush=True,
+    )
 
     build_checkpoint(args.size, args.model_dir)
+    index = json.loads((args.model_dir / "model.safetensors.index.json").read_text())
+    args.checkpoint_bytes = index["metadata"]["total_size"]
+    print(f"checkpoint {args.model_dir}: {args.checkpoint_bytes / 1e9:.2f} GB of bf16 weights")
     prompts_path = args.cache / f"prompts-{args.size}-{args.text_tokens}.pt"
     prompts = build_prompts(args.model_dir, prompts_path, args.text_tokens)
     for name in args.images:
@@ -813,8 +991,10 @@ def main(argv=None) -> None:
             print(f"  {engine} skipped: {results[engine]['skipped']}", flush=True)
     bandwidth_after = read_bandwidth(args.threads)
     bandwidth = (bandwidth_before + bandwidth_after) / 2
-    print(f"\nread bandwidth {bandwidth_before / 1e9:.1f} GB/s before, {bandwidth_after / 1e9:.1f} GB/s after; "
-          f"the bound uses their mean, {bandwidth / 1e9:.1f} GB/s")
+    print(
+        f"\nread bandwidth {bandwidth_before / 1e9:.1f} GB/s before, {bandwidth_after / 1e9:.1f} GB/s after; "
+        f"the bound uses their mean, {bandwidth / 1e9:.1f} GB/s"
+    )
     print_tables(args, results, bandwidth)
 
 

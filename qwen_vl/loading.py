@@ -89,7 +89,8 @@ def load_model(
     """(model, processor) for a model reference, for inference; dtype defaults to what the
     device runs fast. `quantize` ("int8" | "int4", CPU only) quantizes the weights as they
     load; a quantized checkpoint (AWQ, or `qwen-vl quantize`) loads as stored either way. On a
-    CPU the bf16 layers left are oneDNN-packed, each replacing its original as it loads."""
+    CPU the bf16 layers of a small model are oneDNN-packed, each replacing its original as it loads;
+    a large one stays memory-mapped as it is on disk."""
     import torch
 
     from .hardware import as_dtype, cpu_has_bf16_matmul, default_dtype
@@ -107,11 +108,12 @@ def load_model(
         what = f"--quantize {quantize}" if quantize else f"{model_dir}: a quantized checkpoint"
         raise OptionError(f"{what} runs on the CPU only (pass --device cpu)")
     cpu_bf16 = torch.device(device).type == "cpu" and dtype == torch.bfloat16
+    small = checkpoint_bytes(model_dir) <= PACK_MAX_BYTES
     convert = LinearConversion(
         dtype,
         bits=quantize,
         stored=stored,
-        pack=cpu_bf16 and onednn_linear_available(),
+        pack=cpu_bf16 and small and onednn_linear_available(),
         widen=cpu_bf16 and not cpu_has_bf16_matmul(),
     )
     model = QwenVLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device, convert=convert)
@@ -121,6 +123,17 @@ def load_model(
         raise CheckpointError(f"{model_dir}: tokenizer or preprocessor config unreadable ({err})") from None
     processor.max_prompt_tokens = model.config.text.max_position_embeddings  # refuse oversized images early
     return model, processor
+
+
+# oneDNN packing reads and rewrites every weight once: on small models (the demo's) it makes
+# one-row products 2-3x faster, on full-size ones 5-10% faster for about 35 s of loading a 3B
+# (docs/performance.md), so models above this size keep their memory-mapped weights.
+PACK_MAX_BYTES = 2 * 10**9
+
+
+def checkpoint_bytes(model_dir: Path) -> int:
+    """Bytes of a model directory's safetensors files."""
+    return sum(path.stat().st_size for path in Path(model_dir).glob("*.safetensors"))
 
 
 def read_quantization_config(model_dir: Path) -> dict | None:

@@ -29,10 +29,11 @@ STATE_FILE = "state.json"  # written last: its presence marks a complete checkpo
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-def save_model_dir(model, processor, directory: Path) -> None:
-    """A loadable HF model directory (plain key names, LoRA merged)."""
+def save_model_dir(model, processor, directory: Path, model_state: dict | None = None) -> None:
+    """A loadable HF model directory (plain key names, LoRA merged). `model_state`: the full state
+    dict where the model's own is sharded (FSDP)."""
     directory.mkdir(parents=True, exist_ok=True)
-    state = export_state_dict(model)
+    state = export_state_dict(model, model_state)
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     model.config.torch_dtype = str(model.dtype).removeprefix("torch.")
@@ -71,17 +72,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_main_files(staging: Path, model, processor, optimizer, scheduler, state: dict, lora: bool) -> None:
-    """Everything but the per-process RNG files (main process only)."""
-    save_model_dir(model, processor, staging)
+def write_main_files(
+    staging: Path, model, processor, optimizer_state: dict, scheduler, lora: bool, model_state: dict | None = None
+) -> None:
+    """Everything but the per-process RNG files (main process only). `model_state` and
+    `optimizer_state` are full (gathered) state dicts."""
+    save_model_dir(model, processor, staging, model_state)
     target = staging / STATE_DIR
     target.mkdir(parents=True, exist_ok=True)
     with atomic_path(target / "optimizer.pt") as tmp:
-        torch.save(optimizer.state_dict(), tmp)
+        torch.save(optimizer_state, tmp)
     with atomic_path(target / "scheduler.pt") as tmp:
         torch.save(scheduler.state_dict(), tmp)
     if lora:
-        tensors = {k: v.contiguous().cpu() for k, v in trainable_state(model).items()}
+        tensors = {k: v.contiguous().cpu() for k, v in trainable_state(model, model_state).items()}
         with atomic_path(target / "adapter.safetensors") as tmp:
             save_file(tensors, str(tmp))
 
@@ -139,10 +143,12 @@ def read_state(checkpoint: Path) -> dict:
         raise CheckpointError(f"{checkpoint}: unreadable training state ({err})") from None
 
 
-def load_optimizer_and_scheduler(checkpoint: Path, optimizer, scheduler) -> None:
-    target = checkpoint / STATE_DIR
-    optimizer.load_state_dict(torch.load(target / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(target / "scheduler.pt", weights_only=False))
+def read_optimizer(checkpoint: Path) -> dict:
+    return torch.load(checkpoint / STATE_DIR / "optimizer.pt", weights_only=False)
+
+
+def load_scheduler(checkpoint: Path, scheduler) -> None:
+    scheduler.load_state_dict(torch.load(checkpoint / STATE_DIR / "scheduler.pt", weights_only=False))
 
 
 def load_adapter(checkpoint: Path) -> dict[str, torch.Tensor]:

@@ -71,27 +71,47 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     ]
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the learning tensors (what a LoRA checkpoint must keep besides the frozen base)."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Only the learning tensors (what a LoRA checkpoint must keep besides the frozen base), taken
+    from `state` (a full state dict, e.g. gathered from FSDP shards) where given."""
+    learning = [name for name, p in model.named_parameters() if p.requires_grad]
+    if state is None:
+        params = dict(model.named_parameters())
+        return {name: params[name].detach() for name in learning}
+    return {name: state[name] for name in learning}
 
 
-def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict under its plain names, LoRA deltas merged into the base weights."""
+def lora_scalings(model: nn.Module) -> dict[str, float]:
+    """Module name -> alpha / r of every layer that carries our LoRA adapter."""
     from peft.tuners.lora import LoraLayer
 
-    state = {}
-    lora_modules = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
-    for key, tensor in model.state_dict().items():
-        if is_lora(key):
-            continue
-        state[key.replace(".base_layer.", ".")] = tensor.detach().clone()
+    return {
+        name: module.scaling[LORA_ADAPTER]
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer) and LORA_ADAPTER in module.lora_A
+    }
+
+
+def export_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict under its plain names, LoRA deltas (B @ A * alpha / r, as peft merges
+    them) added to the base weights. `state` is the full state dict where the model's own is sharded."""
+    state = model.state_dict() if state is None else state
+    plain = {key.replace(".base_layer.", "."): t.detach().clone() for key, t in state.items() if not is_lora(key)}
     with torch.no_grad():
-        for name, module in lora_modules.items():
-            if LORA_ADAPTER in module.lora_A:
-                weight = f"{name}.weight"
-                state[weight] = state[weight] + module.get_delta_weight(LORA_ADAPTER).to(state[weight].dtype)
-    return state
+        for name, scale in lora_scalings(model).items():
+            a = state[f"{name}.lora_A.{LORA_ADAPTER}.weight"]
+            b = state[f"{name}.lora_B.{LORA_ADAPTER}.weight"]
+            weight = plain[f"{name}.weight"]
+            plain[f"{name}.weight"] = weight + ((b @ a) * scale).to(weight.dtype)
+    return plain
 
 
-__all__ = ["component_of", "apply_lora", "set_trainable", "param_groups", "trainable_state", "export_state_dict"]
+__all__ = [
+    "component_of",
+    "apply_lora",
+    "set_trainable",
+    "param_groups",
+    "trainable_state",
+    "lora_scalings",
+    "export_state_dict",
+]

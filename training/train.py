@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from qwen_vl.errors import OneLineParser, QwenVLError
+from qwen_vl.errors import CheckpointError, OneLineParser, QwenVLError
 from qwen_vl.extras import needs_extras
 from qwen_vl.training import checkpoint as ckpt
 from qwen_vl.training.config import ConfigError, TrainConfig, load_config
@@ -62,6 +63,48 @@ def pretrained_vision(cfg: TrainConfig) -> dict | None:
     return load_file(path)
 
 
+def fsdp_on_cpu_processes(acc) -> None:
+    """accelerate runs an FSDP launch on CPU processes (gloo) as plain DDP (MULTI_CPU) without a
+    word; torch's FSDP2 itself runs there, so hand accelerate the FSDP plugin that it left out."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    if acc.distributed_type != DistributedType.MULTI_CPU:
+        return
+    from accelerate.state import PartialState
+
+    acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables of `accelerate launch`
+    # every new AcceleratorState copies the process state's type back in: set it on both
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    acc.state.distributed_type = DistributedType.FSDP
+
+
+def has_vision(sample: Sample) -> bool:
+    return sample.pixel_values is not None or sample.pixel_values_videos is not None
+
+
+def without_labels(sample: Sample) -> Sample:
+    return Sample(**{**sample.__dict__, "labels": torch.full_like(sample.labels, IGNORE)})
+
+
+def refuse_deepspeed(acc, cfg: TrainConfig) -> None:
+    """DeepSpeed launches that would not train as configured: accelerate runs them on CPU processes
+    as plain DDP without a word, and its DeepSpeed engine steps the optimizer after every backward
+    pass unless told that a micro-batch is not the last one, which this loop does not do."""
+    from accelerate.utils import DistributedType
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            f"DeepSpeed: accelerate runs these {acc.device.type} processes as {acc.distributed_type.value} "
+            "without DeepSpeed (it needs GPUs); use the FSDP config (training/configs/accelerate/fsdp.yaml)"
+        )
+    if cfg.grad_accum > 1:
+        raise ConfigError("DeepSpeed: grad_accum must be 1 (the engine would step after every micro-batch)")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         from accelerate import Accelerator
@@ -78,6 +121,8 @@ class Trainer:
         except ValueError as err:
             raise ConfigError(f"mixed_precision {cfg.mixed_precision!r}: {str(err).splitlines()[0]}") from None
         acc = self.accelerator
+        fsdp_on_cpu_processes(acc)
+        refuse_deepspeed(acc, cfg)
         self.rank, self.world = acc.process_index, acc.num_processes
         set_seed(cfg.seed)
 
@@ -108,9 +153,11 @@ class Trainer:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.step, self.position, self.history = 0, 0, []
         self.spare: Sample | None = None  # stands in for a micro-batch whose samples were all skipped
+        self.vision_spare: Sample | None | bool = None  # False: the data holds no image or video
         if resume_from is not None:
             state = ckpt.read_state(resume_from)
-            ckpt.load_optimizer_and_scheduler(resume_from, self.optimizer, self.scheduler)
+            self._load_optimizer(ckpt.read_optimizer(resume_from))
+            ckpt.load_scheduler(resume_from, self.scheduler)
             ckpt.load_rng(resume_from, self.rank)
             self.step, self.position, self.history = state["step"], state["position"], state["history"]
             if self.rank == 0:
@@ -135,6 +182,45 @@ class Trainer:
             state.pop("lm_head.weight", None)
         model.load_state_dict(state, strict=not model.config.tie_word_embeddings)
 
+    # ---- sharded (FSDP) or whole state -----------------------------------------------------
+    @property
+    def sharded(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def _mode(self) -> str:
+        """How several processes share the work: ' (DDP)', ' (FSDP2)', ...; '' for one process."""
+        if self.world == 1:
+            return ""
+        if self.sharded:
+            return f" (FSDP{self.accelerator.state.fsdp_plugin.fsdp_version})"
+        return " (DDP)"
+
+    def _full_states(self) -> tuple[dict | None, dict]:
+        """(model state or None = read the model itself, optimizer state), whole on the main
+        process. Under FSDP every process must take part: the shards are gathered."""
+        if not self.sharded:
+            return None, self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        model_state = self.accelerator.get_state_dict(self.model)
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return model_state, get_optimizer_state_dict(self.model, self.optimizer, options=options)
+
+    def _load_optimizer(self, state: dict) -> None:
+        """A plain optimizer state (DDP, one process) or one keyed by parameter names (written
+        under FSDP), which also loads without FSDP."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        if isinstance(state["param_groups"][0]["params"][0], str):
+            options = StateDictOptions(full_state_dict=True)  # each process keeps its own shard of it
+            set_optimizer_state_dict(self.model, self.optimizer, state, options=options)
+        elif self.sharded:
+            raise CheckpointError("optimizer state written without FSDP: resume this run without FSDP")
+        else:
+            self.optimizer.load_state_dict(state)
+
     # ---- data ------------------------------------------------------------------------------
     def _micro_batch(self) -> Batch:
         """This process's share of the next `batch_size * world` samples of the stream."""
@@ -144,27 +230,45 @@ class Trainer:
         samples = [s for s in map(self.data.encode, refs[self.rank * size : (self.rank + 1) * size]) if s is not None]
         if samples and self.spare is None:
             self.spare = samples[0]
+        if self.vision_spare is None:
+            self.vision_spare = next((s for s in samples if has_vision(s)), None)
         if not samples:  # nothing usable: run a sample with no labels so every process joins the step
             samples = [self._silent_spare()]
+        if self.sharded and not any(map(has_vision, samples)):
+            # FSDP gathers and reduces the vision tower's shards with collectives that every process
+            # must join: run an unlabelled image sample where this process has no image or video
+            samples += self._silent_vision_spare()
         if self.cfg.packing:
             return packed_batch(samples, self.cfg.max_seq_len, self.unwrapped.position_ids, self.pad_id)
         return padded_batch(samples, self.unwrapped.position_ids, self.pad_id)
 
-    def _silent_spare(self) -> Sample:
-        if self.spare is None:
-            counted = self.data.skipped.copy()  # the search must not count skips twice
+    def _first_usable(self, fits) -> Sample | None:
+        """The first sample of the stream that encodes and `fits` (not counted as skips again)."""
+        counted = self.data.skipped.copy()
+        try:
             for index in range(self.data.epoch_length()):
                 found = self.data.encode(self.data.refs_at(self.cfg.seed, index, 1)[0])
-                if found is not None:
-                    self.spare = found
-                    break
+                if found is not None and fits(found):
+                    return found
+            return None
+        finally:
             self.data.skipped = counted
+
+    def _silent_spare(self) -> Sample:
+        if self.spare is None:
+            self.spare = self._first_usable(lambda sample: True)
             if self.spare is None:
                 raise QwenVLError(
                     f"data: none of the {self.data.epoch_length()} samples is usable ({self._skip_text()})"
                 )
-        sample = self.spare
-        return Sample(**{**sample.__dict__, "labels": torch.full_like(sample.labels, IGNORE)})
+        return without_labels(self.spare)
+
+    def _silent_vision_spare(self) -> list[Sample]:
+        """[an image or video sample with no labels], or [] where the data has none (then no
+        process ever runs the vision tower)."""
+        if self.vision_spare is None:
+            self.vision_spare = self._first_usable(has_vision) or False
+        return [without_labels(self.vision_spare)] if self.vision_spare else []
 
     # ---- one optimizer step ----------------------------------------------------------------
     def train_step(self) -> dict:
@@ -233,12 +337,14 @@ class Trainer:
         skipped = self.global_skipped()
         name = f"checkpoint-{self.step}"
         staging = ckpt.staging_dir(self.output_dir, name)
+        model_state, optimizer_state = self._full_states()
         if acc.is_main_process:
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
+            lora = self.cfg.lora is not None
             ckpt.write_main_files(
-                staging, self.unwrapped, self.processor, self.optimizer, self.scheduler, {}, self.cfg.lora is not None
+                staging, self.unwrapped, self.processor, optimizer_state, self.scheduler, lora, model_state
             )
         acc.wait_for_everyone()
         ckpt.write_rng(staging, self.rank)
@@ -260,12 +366,13 @@ class Trainer:
 
     def save_final(self) -> Path:
         final = self.output_dir / "final"
+        model_state = self.accelerator.get_state_dict(self.model) if self.sharded else None
         if self.accelerator.is_main_process:
             staging = ckpt.staging_dir(self.output_dir, "final")
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
-            ckpt.save_model_dir(self.unwrapped, self.processor, staging)
+            ckpt.save_model_dir(self.unwrapped, self.processor, staging, model_state)
             ckpt.publish(staging, final)
         self.accelerator.wait_for_everyone()
         return final
@@ -274,7 +381,7 @@ class Trainer:
     def fit(self) -> dict:
         acc, cfg = self.accelerator, self.cfg
         counts = ", ".join(f"{k} {v:,}" for k, v in self.trainable_counts.items())
-        acc.print(f"stage {cfg.stage}: trainable parameters: {counts}; {self.world} process(es)")
+        acc.print(f"stage {cfg.stage}: trainable parameters: {counts}; {self.world} process(es){self._mode()}")
         progress = Progress(cfg.max_steps, self.step, cfg.progress and acc.is_main_process)
         started, run_tokens = time.perf_counter(), 0
         try:

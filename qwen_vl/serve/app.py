@@ -82,7 +82,9 @@ def create_app(engine: BatchEngine, options: ServeOptions, defaults: dict):
         """Parse the body and preprocess its media (in a worker thread: it decodes images)."""
         chat = parse_chat_request(body, options, defaults, engine.context)
         try:
-            inputs = processor([chat.conversation], add_generation_prompt=True, padding_side="left")
+            inputs = processor(
+                [chat.conversation], add_generation_prompt=True, padding_side="left", add_vision_id=chat.add_vision_id
+            )
         except PromptTooLongError as err:
             raise bad_request(str(err), "messages", code="context_length_exceeded") from None
         except (QwenVLError, ValueError) as err:

@@ -3,7 +3,8 @@ stream-chunk and model-list bodies.
 
 Content parts are `text`, `image_url` and `video_url` (the extension vLLM uses), each URL read
 through serve.media. Extra body fields: `max_pixels` (per image or frame) and `fps` (videos) for
-every media part of the request; `top_k`, `repetition_penalty` and `ignore_eos` as vLLM takes them.
+every media part of the request; `add_vision_id` ("Picture 1: " labels, as the chat template offers);
+`top_k`, `repetition_penalty` and `ignore_eos` as vLLM takes them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever comes (benchmarks)
+    add_vision_id: bool = False  # "Picture 1: " / "Video 1: " before each item, as the chat template offers
 
 
 def parse_chat_request(body: object, options: ServeOptions, defaults: dict, context: int) -> ChatRequest:
@@ -86,7 +88,14 @@ def parse_chat_request(body: object, options: ServeOptions, defaults: dict, cont
         raise bad_request("stream_options is an object, and only with stream=true", "stream_options")
     include_usage = bool((stream_options or {}).get("include_usage"))
     sampling = parse_sampling(body, options, defaults, context)
-    return ChatRequest(conversation, sampling, stream, include_usage, _boolean(body, "ignore_eos"))
+    return ChatRequest(
+        conversation,
+        sampling,
+        stream,
+        include_usage,
+        _boolean(body, "ignore_eos"),
+        _boolean(body, "add_vision_id"),
+    )
 
 
 def parse_sampling(body: dict, options: ServeOptions, defaults: dict, context: int) -> SamplingConfig:

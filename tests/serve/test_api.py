@@ -55,6 +55,18 @@ def ask_image(client, tiny_dir, url, question="Describe this image.", **kw):
     )
 
 
+def test_add_vision_id_labels_the_pictures_as_qwen_vl_ask_does(client, tiny_dir, media_dir):
+    image = media_dir / "noise.png"
+    plain = ask_image(client, tiny_dir, data_uri(image, "image/png"), max_tokens=NEW, temperature=0)
+    labelled = ask_image(
+        client, tiny_dir, data_uri(image, "image/png"), max_tokens=NEW, temperature=0, extra_body={"add_vision_id": True}
+    )
+    expected = ask_cli(str(image), "-q", "Describe this image.", "--model", str(tiny_dir), "--dtype", "float32",
+                       "--max-new-tokens", str(NEW), "--add-vision-id")  # fmt: skip
+    assert labelled.choices[0].message.content == expected
+    assert labelled.usage.prompt_tokens > plain.usage.prompt_tokens  # "Picture 1: " is in the prompt
+
+
 def test_models_lists_the_served_model(client, tiny_dir):
     assert [m.id for m in client.models.list().data] == [model_id(tiny_dir)]
 
