@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from qwen_vl.processing.tokenizer import SPECIAL_TOKENS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("QWEN_VL_BENCH_CACHE", Path.home() / ".cache" / "qwen-vl-bench"))
 ENGINES = ["ours-bf16", "ours-int8", "ours-int4", "transformers", "llama-bf16", "llama-q8_0", "llama-q4_0"]
@@ -70,20 +72,7 @@ SIZES = {
 VOCAB = 151936
 # Qwen2.5's added tokens, from 151643 on; the first 14 are special (never split from text).
 ADDED_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
+    *SPECIAL_TOKENS,  # the first 14: special, never split from text
     "<tool_call>",
     "</tool_call>",
     "<|fim_prefix|>",
@@ -94,7 +83,7 @@ ADDED_TOKENS = [
     "<|file_sep|>",
 ]
 FIRST_ADDED_ID = 151643
-N_SPECIAL = 14
+N_SPECIAL = len(SPECIAL_TOKENS)
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
