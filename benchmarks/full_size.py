@@ -44,7 +44,6 @@ from pathlib import Path
 
 from qwen_vl.processing.tokenizer import SPECIAL_TOKENS
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("QWEN_VL_BENCH_CACHE", Path.home() / ".cache" / "qwen-vl-bench"))
 ENGINES = ["ours-bf16", "ours-int8", "ours-int4", "transformers", "llama-bf16", "llama-q8_0", "llama-q4_0"]
 GROUPS = {"ours": ENGINES[:3], "llama": ENGINES[4:], "llama.cpp": ENGINES[4:]}
@@ -925,7 +924,6 @@ def main(argv=None) -> None:
     import torch
     import transformers
 
-    sys.path.insert(0, str(ROOT))
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     args.model_dir = args.cache / f"qwen2.5-vl-{args.size}-random"
