@@ -116,6 +116,7 @@ def load_model(
         pack=cpu_bf16 and small and onednn_linear_available(),
         widen=cpu_bf16 and not cpu_has_bf16_matmul(),
     )
+    convert = convert if convert.changes_anything else None
     model = QwenVLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device, convert=convert)
     try:
         processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)

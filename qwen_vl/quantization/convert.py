@@ -105,6 +105,12 @@ class LinearConversion:
     keep: tuple[str, ...] = KEEP
     group_size: int = int4.GROUP_SIZE
 
+    @property
+    def changes_anything(self) -> bool:
+        """False for the policy that keeps every Linear as it is (the loader then maps the weights
+        instead of reading private copies to convert)."""
+        return bool(self.bits or self.stored or self.pack or self.widen)
+
     def __call__(self, name: str, layer: nn.Linear, tensors: Mapping[str, torch.Tensor]) -> nn.Module | None:
         bias = None if layer.bias is None else layer.bias.detach()
         if self.stored and f"{name}.qweight" in tensors:
