@@ -472,4 +472,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A finished rank leaves without the interpreter's teardown: there gloo's and FSDP's C++
+        # threads can be destroyed while joinable, which aborts the process ("terminate called without
+        # an active exception") and fails a run whose checkpoints and logs are already written.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
