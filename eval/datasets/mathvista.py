@@ -17,28 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from qwen_vl.eval.datasets.base import DataError, Sample, check_unique, find_files
-from qwen_vl.eval.datasets.parquet import ParquetImage
+from qwen_vl.eval.datasets.parquet import ParquetImage, open_parquet
 
 IMAGE_COLUMNS = ("decoded_image", "image")
 
 
 def load_mathvista(root: Path, split: str = "testmini") -> list[Sample]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     files = [p for p in find_files(root, ("*.parquet",), "MathVista Parquet file") if p.name.startswith(split)]
     if not files:
         raise DataError(f"{root}: no {split}-*.parquet files (the AI4Math/MathVista layout)")
     samples = []
     for path in files:
-        try:
-            handle = pq.ParquetFile(path)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-        columns = handle.schema_arrow.names
-        missing = {"pid", "query", "answer", "question_type", "answer_type"} - set(columns)
-        if missing:
-            raise DataError(f"{path}: not a MathVista file (no column {', '.join(sorted(missing))})")
+        handle, columns = open_parquet(path, ("pid", "query", "answer", "question_type", "answer_type"), "a MathVista")
         image_column = next((c for c in IMAGE_COLUMNS if c in columns), None)
         text_columns = [c for c in columns if c not in IMAGE_COLUMNS]
         for group in range(handle.num_row_groups):

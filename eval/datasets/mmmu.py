@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from qwen_vl.eval.datasets.base import DataError, Sample, check_unique, find_files
-from qwen_vl.eval.datasets.parquet import ParquetImage
+from qwen_vl.eval.datasets.parquet import ParquetImage, open_parquet
 
 MMMU_CHOICE_PROMPT = "Answer with the option's letter from the given choices directly."
 MMMU_OPEN_PROMPT = "Answer the question using a single word or phrase."
@@ -62,22 +62,12 @@ def _subject(sample_id: str, path: Path) -> str:
 
 
 def load_mmmu(root: Path, split: str = "validation") -> list[Sample]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     files = [p for p in find_files(root, ("*.parquet",), "MMMU Parquet file") if p.name.startswith(split)]
     if not files:
         raise DataError(f"{root}: no {split}-*.parquet files (the MMMU/MMMU layout: <Subject>/{split}-*.parquet)")
     samples = []
     for path in files:
-        try:
-            handle = pq.ParquetFile(path)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-        columns = handle.schema_arrow.names
-        missing = {"id", "question", "options", "answer", "question_type"} - set(columns)
-        if missing:
-            raise DataError(f"{path}: not an MMMU file (no column {', '.join(sorted(missing))})")
+        handle, columns = open_parquet(path, ("id", "question", "options", "answer", "question_type"), "an MMMU")
         text_columns = [c for c in columns if not c.startswith("image_")]
         for group in range(handle.num_row_groups):
             for position, row in enumerate(handle.read_row_group(group, columns=text_columns).to_pylist()):

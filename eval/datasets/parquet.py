@@ -57,22 +57,32 @@ def _row_group_images(path: str, column: str, row_group: int) -> list:
     return pq.ParquetFile(path).read_row_group(row_group, columns=[column]).column(column).to_pylist()
 
 
+def open_parquet(path: Path, required: tuple[str, ...] = (), what: str = "") -> tuple:
+    """(pyarrow ParquetFile, its column names) for one file; one DataError line for an unreadable
+    file or one that lacks a `required` column (`what`: the layout named in that line)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    columns = handle.schema_arrow.names
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(f"{path}: not {what} file (no column {', '.join(sorted(missing))})")
+    return handle, columns
+
+
 def _first(columns: list[str], names: tuple[str, ...]) -> str | None:
     return next((name for name in names if name in columns), None)
 
 
 def load_parquet(root: Path, choice: bool = False) -> list[Sample]:
     """Every row of the Parquet files under `root`; `choice` rows are multiple choice (options A-D)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     samples = []
     for path in find_files(root, ("*.parquet",), "Parquet file (*.parquet)"):
-        try:
-            handle = pq.ParquetFile(path)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-        columns = handle.schema_arrow.names
+        handle, columns = open_parquet(path)
         image_column = _first(columns, IMAGE_COLUMNS)
         question_column = _first(columns, QUESTION_COLUMNS)
         answer_column = _first(columns, ANSWER_COLUMNS)

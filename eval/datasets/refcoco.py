@@ -31,7 +31,7 @@ from pathlib import Path
 
 from qwen_vl.eval.datasets.base import DataError, Sample, check_unique, find_files, read_json, resolve_media
 from qwen_vl.eval.datasets.jsonl import _absolute, _lines
-from qwen_vl.eval.datasets.parquet import ParquetImage
+from qwen_vl.eval.datasets.parquet import ParquetImage, open_parquet
 
 # The prompt Qwen2.5-VL's grounding examples use for one referred object.
 REFERRING_PROMPT = "Outline the position of {} and output all the coordinates in JSON format."
@@ -125,19 +125,9 @@ def _read_refs(path: Path) -> list[dict]:
 
 
 def _load_parquet(root: Path) -> list[Sample]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     samples = []
     for path in find_files(root, ("*.parquet",), "Parquet file (*.parquet)"):
-        try:
-            handle = pq.ParquetFile(path)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-        columns = handle.schema_arrow.names
-        missing = [c for c in ("image", "answer", "bbox") if c not in columns]
-        if missing:
-            raise DataError(f"{path}: not a RefCOCO mirror file (no {', '.join(missing)} column)")
+        handle, columns = open_parquet(path, ("image", "answer", "bbox"), "a RefCOCO mirror")
         split = path.name.split("-")[0]
         text_columns = [c for c in ("question_id", "answer", "bbox") if c in columns]
         offset = 0
