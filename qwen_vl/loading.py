@@ -146,22 +146,3 @@ def read_quantization_config(model_dir: Path) -> dict | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None  # from_pretrained reports an unreadable config
     return raw.get("quantization_config") if isinstance(raw, dict) else None
-
-
-def weight_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def available_memory() -> int:
-    """Bytes of memory the OS can hand out now (MemAvailable: free plus reclaimable cache)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
