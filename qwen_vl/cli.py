@@ -482,14 +482,13 @@ def info(
 def parameter_counts(files) -> tuple[dict[str, int], set[str], int]:
     """Parameters per tower, dtypes and bytes, from safetensors headers."""
     import math
-    import struct
+
+    from .weights import read_header
 
     counts, dtypes, size = {"vision": 0, "text": 0}, set(), 0
     for path in files:
-        with open(path, "rb") as f:
-            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        for key, meta in header.items():
-            if key == "__metadata__":
+        for key, meta in read_header(path).items():
+            if key in ("__metadata__", "__data_start__"):
                 continue
             tower = "vision" if "visual." in key else "text"
             counts[tower] += math.prod(meta["shape"])

@@ -139,12 +139,19 @@ SAFETENSORS_DTYPES = {
 }
 
 
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors format's own limit
+
+
 def read_header(path: Path) -> dict:
     """A safetensors file's header: {name: {dtype, shape, data_offsets}}, plus where data starts."""
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
+            if size > min(MAX_HEADER_BYTES, os.path.getsize(path) - 8):  # garbage there would read the world
+                raise ValueError(f"header length {size} does not fit the file")
             header = json.loads(f.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable or corrupt safetensors file ({err})") from None
     header["__data_start__"] = 8 + size

@@ -102,3 +102,17 @@ def test_a_question_without_media_is_answered(tiny_dir):
     result = qwen_vl("ask", "-q", "hello", "--model", tiny_dir, "--max-new-tokens", 3)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("\n") and "Usage" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "weights, fragment",
+    [(b"xxxxxxxxgarbage", "does not fit the file"), (b"\x02\x00\x00\x00\x00\x00\x00\x00[]", "not a JSON object")],
+    ids=["header length past the file", "header not an object"],
+)
+def test_info_on_a_corrupt_safetensors_header_is_one_line(tiny_dir, tmp_path, weights, fragment):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / "model.safetensors").write_bytes(weights)
+    result = qwen_vl("info", model)
+    assert_clean_error(result, "model.safetensors", fragment)
+    assert only_error_line(result).startswith("error:")
