@@ -45,11 +45,10 @@ def model_defaults(model_dir: Path, processor) -> dict:
 def load_engine(ref: str | None, device=None, dtype=None, quantize=None, max_batch=16, max_queue=64):
     """(BatchEngine started, the model directory)."""
     from qwen_vl.batching import BatchEngine
-    from qwen_vl.hardware import as_dtype
     from qwen_vl.loading import load_model, resolve_model_dir
 
     model_dir = resolve_model_dir(ref)
-    model, processor = load_model(model_dir, device=device, dtype=as_dtype(dtype) if dtype else None, quantize=quantize)
+    model, processor = load_model(model_dir, device=device, dtype=dtype, quantize=quantize)
     return BatchEngine(model, processor, max_batch=max_batch, max_waiting=max_queue).start(), model_dir
 
 

@@ -18,11 +18,11 @@ class Engine:
     (the one `qwen-vl serve` uses) batches the users' rows, so one more user costs far less than
     one more generation."""
 
-    def __init__(self, model, processor, name: str, concurrency: int = 1):
+    def __init__(self, model, processor, name: str, concurrency: int = 1, is_demo: bool = False):
         self.model = model
         self.processor = processor
         self.name = name
-        self.is_demo = False  # the bundled demo model, which knows only the synthetic shapes world
+        self.is_demo = is_demo  # the bundled demo model, which knows only the synthetic shapes world
         self._slots = threading.BoundedSemaphore(concurrency)
         # waiting room for rows a closed stream left behind until the scheduler's next step drops them
         self.batch = BatchEngine(model, processor, max_batch=concurrency, max_waiting=concurrency)
@@ -36,16 +36,14 @@ class Engine:
         concurrency: int = 1,
         quantize: str | None = None,
     ):
-        from qwen_vl.hardware import as_dtype
         from qwen_vl.loading import is_bundled, load_model, resolve_model_dir
 
         model_dir = resolve_model_dir(ref)
         model, processor = load_model(
-            model_dir, device=device, dtype=as_dtype(dtype) if dtype else None, quantize=quantize
-        )
-        engine = cls(model, processor, "bundled demo model" if is_bundled(ref) else Path(model_dir).name, concurrency)
-        engine.is_demo = is_bundled(ref)
-        return engine
+            model_dir, device=device, dtype=dtype, quantize=quantize
+        )  # dtype name checked there
+        demo = is_bundled(ref)
+        return cls(model, processor, "bundled demo model" if demo else Path(model_dir).name, concurrency, demo)
 
     @property
     def parameter_count(self) -> int:
