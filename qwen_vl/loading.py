@@ -133,8 +133,10 @@ PACK_MAX_BYTES = 2 * 10**9
 
 
 def checkpoint_bytes(model_dir: Path) -> int:
-    """Bytes of a model directory's safetensors files."""
-    return sum(path.stat().st_size for path in Path(model_dir).glob("*.safetensors"))
+    """Bytes of a model directory's weight files (those its index names, or its single file)."""
+    from .weights import checkpoint_files
+
+    return sum(path.stat().st_size for path in checkpoint_files(model_dir))
 
 
 def read_quantization_config(model_dir: Path) -> dict | None:
