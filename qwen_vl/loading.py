@@ -96,8 +96,10 @@ def load_model(
     from .hardware import as_dtype, cpu_has_bf16_matmul, default_dtype
     from .modeling.model import QwenVLForConditionalGeneration
     from .processing import QwenVLProcessor
-    from .quantization.convert import LinearConversion, check_bits, checkpoint_format
+    from . import kernels
+    from .quantization.convert import LinearConversion, check_bits, checkpoint_format, swap_linears
     from .quantization.packed import onednn_linear_available
+    from .quantization.streamed import StreamedLinear
 
     check_bits(quantize)
     model_dir = resolve_model_dir(ref)
@@ -108,16 +110,19 @@ def load_model(
         what = f"--quantize {quantize}" if quantize else f"{model_dir}: a quantized checkpoint"
         raise OptionError(f"{what} runs on the CPU only (pass --device cpu)")
     cpu_bf16 = torch.device(device).type == "cpu" and dtype == torch.bfloat16
+    stream = cpu_bf16 and kernels.ops() is not None
     small = checkpoint_bytes(model_dir) <= PACK_MAX_BYTES
     convert = LinearConversion(
         dtype,
         bits=quantize,
         stored=stored,
-        pack=cpu_bf16 and small and onednn_linear_available(),
+        pack=cpu_bf16 and small and not stream and onednn_linear_available(),
         widen=cpu_bf16 and not cpu_has_bf16_matmul(),
     )
     convert = convert if convert.changes_anything else None
     model = QwenVLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device, convert=convert)
+    if stream:
+        swap_linears(model, lambda name, layer, tensors: StreamedLinear.from_linear(layer))
     try:
         processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)
     except (OSError, ValueError) as err:
@@ -126,7 +131,7 @@ def load_model(
     return model, processor
 
 
-# oneDNN packing reads and rewrites every weight once: on small models (the demo's) it makes
+# Without our kernels: oneDNN packing reads and rewrites every weight once: on small models (the demo's) it makes
 # one-row products 2-3x faster, on full-size ones 5-10% faster for about 35 s of loading a 3B
 # (docs/performance.md), so models above this size keep their memory-mapped weights.
 PACK_MAX_BYTES = 2 * 10**9

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .. import kernels
+
 GROUP_SIZE = 128
 
 
@@ -64,8 +66,9 @@ def unpack_kernel_layout(packed: torch.Tensor) -> torch.Tensor:
 class Int4Linear(nn.Module):
     """A Linear whose weight is int4 in groups (inference only, CPU).
 
-    Products run aten's int4 kernel: about 3x faster than bf16 for one row (decoding), 3-9x
-    slower for hundreds of rows (prefill); see benchmarks/quant_kernels.py."""
+    Few rows (decoding) run aten's int4 kernel, about 3x faster than bf16 for one row. Many
+    rows (prefill) dequantize slices of the weight with our CPU kernel and run bf16 GEMMs,
+    where aten's kernel is 3-9x slower than bf16; see benchmarks/quant_kernels.py."""
 
     def __init__(self, packed, scales_and_zeros, bias, in_features: int, group_size: int):
         super().__init__()
@@ -101,5 +104,15 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         x2d = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
-        out = self.kernel_product(x2d).to(x.dtype).view(*x.shape[:-1], self.out_features)
+        ops = kernels.ops() if x2d.dtype == torch.bfloat16 else None
+        if ops is None or x2d.shape[0] <= kernels.STREAM_MAX_ROWS:
+            out = self.kernel_product(x2d)
+        else:  # prefill: bf16 GEMMs on dequantized slices beat aten's int4 kernel on many rows
+            out = kernels.sliced_product(x2d, self.out_features, self.dequantized_columns)
+        out = out.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
+
+    def dequantized_columns(self, start: int, end: int) -> torch.Tensor:
+        """Weight rows [start, end) transposed, bf16 [in, end - start], by our kernel."""
+        sz = self.scales_and_zeros[:, start:end]
+        return kernels.ops().dequantize_int4_transposed(self.packed[start:end], sz, self.group_size)

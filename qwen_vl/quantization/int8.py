@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import kernels
 
 
 def quantize(weight: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,9 +29,10 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype =
 class Int8Linear(nn.Module):
     """A Linear whose weight is int8 with per-output-channel scales (inference only).
 
-    Products run aten's int8 weight kernel: 1.3-1.8x faster than bf16 for one row (decoding,
-    where it reads half the bytes), 3-9x slower for hundreds of rows (prefill); dequantizing
-    for those rows measured no faster here (benchmarks/quant_kernels.py)."""
+    With our CPU kernels (qwen_vl/kernels): up to 4 rows (decoding) run a VNNI product that
+    quantizes the activations to int8 per block of 64, as llama.cpp's Q8_0 does; more rows
+    (prefill) dequantize the weight in slices and run bf16 GEMMs. Without them, aten's int8
+    weight kernel: faster than bf16 for one row, 3-9x slower for hundreds."""
 
     def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -47,7 +51,18 @@ class Int8Linear(nn.Module):
         return cls(qweight, scales.to(dtype), None if bias is None else bias.to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
-        out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.qweight, self.scales)
+        x2d = x.reshape(-1, self.in_features)
+        ops = kernels.ops() if x.dtype == torch.bfloat16 else None
+        if ops is None:
+            out = torch.ops.aten._weight_int8pack_mm(x2d, self.qweight, self.scales)
+        elif x2d.shape[0] <= kernels.STREAM_MAX_ROWS:
+            out = ops.linear_int8(x2d.contiguous(), self.qweight, self.scales)
+        else:
+            out = kernels.sliced_product(
+                x2d,
+                self.out_features,
+                lambda start, end: ops.dequantize_int8(self.qweight[start:end], self.scales[start:end]).t(),
+            )
         out = out.view(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from qwen_vl import kernels
 from qwen_vl.generation import SamplingConfig, generate_ids
 from qwen_vl.loading import load_model
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
@@ -59,7 +60,8 @@ def test_packed_layers_refuse_gradients():
 
 
 @needs_onednn
-def test_load_model_packs_on_cpu_in_bf16_only(tmp_path):
+def test_load_model_packs_on_cpu_in_bf16_only_without_our_kernels(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernels, "ops", lambda: None)
     model, _ = load_model(save_tiny_model_dir(tmp_path), device="cpu", dtype=torch.bfloat16)
     assert isinstance(model.lm_head, PackedLinear) and isinstance(model.visual.blocks[0].attn.qkv, PackedLinear)
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16  # the embedding stays a plain table

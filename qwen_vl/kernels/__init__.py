@@ -1,0 +1,96 @@
+"""Our CPU kernels (cpu_gemv.cpp): few-row products that stream bf16 and int8 weights at close
+to the memory bandwidth, and dequantization for prefill.
+
+They are compiled on first use with torch's C++ extension builder (g++ and ninja, about 15 s),
+into ~/.cache/qwen-vl/kernels (or $QWEN_VL_KERNELS_CACHE), once per source, torch version and
+CPU. They need AVX-512 with BF16 and VNNI; elsewhere, without a compiler, or with
+QWEN_VL_CPU_KERNELS=0, every layer uses PyTorch's own kernels and gives the same results within
+rounding. `ops()` is the registered operator namespace, or None.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("cpu_gemv.cpp")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
+STREAM_MAX_ROWS = 4  # rows one pass of the streaming products serves; more go to GEMMs
+SLICE_ROWS = 2048  # weight rows dequantized at a time for a GEMM (8 MB of bf16 at width 2048)
+COMPILER_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mavx512vnni", "-mfma", "-fopenmp"]
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("QWEN_VL_KERNELS_CACHE") or Path.home() / ".cache" / "qwen-vl" / "kernels"
+    return Path(root)
+
+
+def build_name() -> str:
+    """Changes with the source, torch and the CPU, so a stale or foreign build is never loaded."""
+    import torch
+
+    key = SOURCE.read_bytes() + torch.__version__.encode() + " ".join(sorted(cpu_flags())).encode()
+    return "qwen_vl_cpu_" + hashlib.sha256(key).hexdigest()[:16]
+
+
+def build(directory: Path, name: str) -> Path:
+    """Compile cpu_gemv.cpp into directory/name.so (serialized across processes by torch)."""
+    from torch.utils.cpp_extension import load
+
+    directory.mkdir(parents=True, exist_ok=True)
+    print("qwen-vl: compiling the CPU kernels (once, about 15 s)", file=sys.stderr, flush=True)
+    load(
+        name=name,
+        sources=[str(SOURCE)],
+        extra_cflags=COMPILER_FLAGS,
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
+        is_python_module=False,
+        verbose=False,
+    )
+    return directory / f"{name}.so"
+
+
+@functools.cache
+def ops():
+    """torch.ops.qwen_vl_cpu once the library is loaded; None where the kernels cannot run here."""
+    import torch
+
+    if os.environ.get("QWEN_VL_CPU_KERNELS", "1") == "0" or not set(CPU_FLAGS) <= cpu_flags():
+        return None
+    name = build_name()
+    directory = cache_dir() / name
+    library = directory / f"{name}.so"
+    try:
+        if not library.exists():
+            library = build(directory, name)
+        torch.ops.load_library(str(library))
+    except Exception as err:  # no compiler, no ninja, a read-only home: run on PyTorch's kernels
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        print(f"qwen-vl: CPU kernels unavailable ({reason[:200]}); using PyTorch's", file=sys.stderr)
+        return None
+    return torch.ops.qwen_vl_cpu
+
+
+def sliced_product(x2d, out_features: int, weight_columns, slice_rows: int = SLICE_ROWS):
+    """x2d [rows, in] @ W.T -> [rows, out], with W dequantized `slice_rows` output rows at a time
+    by weight_columns(start, end) -> W[start:end].T, [in, end - start]. A slice stays below
+    glibc's mmap threshold, so its memory is reused instead of faulted in on every call."""
+    import torch
+
+    parts = [x2d @ weight_columns(s, min(s + slice_rows, out_features)) for s in range(0, out_features, slice_rows)]
+    return torch.cat(parts, dim=-1)
