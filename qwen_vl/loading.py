@@ -93,10 +93,10 @@ def load_model(
     a large one stays memory-mapped as it is on disk."""
     import torch
 
+    from . import kernels
     from .hardware import as_dtype, cpu_has_bf16_matmul, default_dtype
     from .modeling.model import QwenVLForConditionalGeneration
     from .processing import QwenVLProcessor
-    from . import kernels
     from .quantization.convert import LinearConversion, check_bits, checkpoint_format, swap_linears
     from .quantization.packed import onednn_linear_available
     from .quantization.streamed import StreamedLinear
