@@ -34,3 +34,14 @@ def activation(name: str):
     if name in ("gelu_pytorch_tanh", "gelu_new"):
         return lambda x: F.gelu(x, approximate="tanh")
     return {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}[name]
+
+
+ROWS_PER_CHUNK = 512  # row-wise work on long inputs, a slice at a time: bounds the temporaries
+
+
+def by_rows(fn, *tensors: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """fn applied to slices of `tensors` along `dim` (sliced alike), outputs concatenated: the
+    same rows out, with fp32 and MLP temporaries held for one slice instead of all rows."""
+    if tensors[0].shape[dim] <= ROWS_PER_CHUNK:
+        return fn(*tensors)
+    return torch.cat([fn(*parts) for parts in zip(*(t.split(ROWS_PER_CHUNK, dim) for t in tensors))], dim=dim)

@@ -14,7 +14,7 @@ import torch.nn as nn
 from ..config import TextConfig
 from .attention import decoder_attention
 from .cache import KVCache
-from .layers import RMSNorm, activation, apply_rotary
+from .layers import RMSNorm, activation, apply_rotary, by_rows
 from .rope import mrope_angles
 
 
@@ -90,7 +90,7 @@ class DecoderLayer(nn.Module):
         if self.observers:
             return self._observed_forward(x, cos, sin, mask, cache, backend)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, backend)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + by_rows(lambda rows: self.mlp(self.post_attention_layernorm(rows)), x, dim=1)  # x [B, L, E]
 
     def _observed_forward(self, x, cos, sin, mask, cache, backend):
         normed = self.input_layernorm(x)

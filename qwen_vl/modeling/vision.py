@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import VisionConfig
 from .attention import Segments, segment_attention
-from .layers import RMSNorm, activation, apply_rotary
+from .layers import RMSNorm, activation, apply_rotary, by_rows
 from .windows import frame_lengths, window_partition
 
 
@@ -41,8 +41,7 @@ class VisionAttention(nn.Module):
         seq = x.shape[0]
         q, k, v = self.qkv(x).view(seq, 3, self.num_heads, -1).unbind(1)  # each [S, H, D]
         # Rotary in fp32 as the reference does: bf16 angles lose the position of far patches.
-        q = apply_rotary(q.float(), cos, sin).to(v.dtype)
-        k = apply_rotary(k.float(), cos, sin).to(v.dtype)
+        q, k = (by_rows(lambda rows, c, s: apply_rotary(rows.float(), c, s).to(v.dtype), t, cos, sin) for t in (q, k))
         out = segment_attention(q, k, v, segments, backend)
         return self.proj(out.reshape(seq, -1))
 
@@ -88,7 +87,8 @@ class VisionBlock(nn.Module):
 
     def forward(self, x, cos, sin, segments: Segments, backend: str):
         x = x + self.attn(self.norm1(x), cos, sin, segments, backend)
-        return x + self.mlp(self.norm2(x))
+        return x + by_rows(lambda rows: self.mlp(self.norm2(rows)), x)
+
 
 
 class PatchMerger(nn.Module):

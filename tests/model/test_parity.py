@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from qwen_vl.modeling import layers
 from tests.tiny import IMG, VID, block, hf_twin, mm_types, pixels, tiny_model
 
 TOL = 1e-4
@@ -38,8 +39,11 @@ def test_text_only(pair):
     assert (ours.logits - theirs.logits).abs().max() <= TOL
 
 
-def test_one_image_of_odd_size(pair):
-    """11x17 merge units: the right and bottom windows are partial."""
+@pytest.mark.parametrize("rows_per_chunk", [layers.ROWS_PER_CHUNK, 16])
+def test_one_image_of_odd_size(pair, rows_per_chunk, monkeypatch):
+    """11x17 merge units: the right and bottom windows are partial. With 16-row chunks the
+    row-wise work (vision rotary and MLPs, decoder MLPs) runs in uneven slices."""
+    monkeypatch.setattr(layers, "ROWS_PER_CHUNK", rows_per_chunk)
     model, hf = pair
     grid = (1, 22, 34)
     ids = torch.tensor([[3, 4] + block(IMG, grid) + [5, 6, 7]])
