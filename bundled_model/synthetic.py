@@ -2,6 +2,7 @@
 
     python -m bundled_model.synthetic --out data/train --task all --n 2000 --seed 0
     python -m bundled_model.synthetic --out data/heldout --task video --n 200 --seed 1001 --fps-set 7,23
+    python -m bundled_model.synthetic --out data/heldout-alt --task ground --n 200 --seed 1003 --renderer alt
 
 Each line is one sample in the training message format, with media paths relative to the
 JSONL file, the answer, and the `scene` it was drawn from (see bundled_model/README.md):
@@ -12,12 +13,14 @@ JSONL file, the answer, and the `scene` it was drawn from (see bundled_model/REA
      "task": "caption", "answer": "a red circle on the left", "scene": {...}}
 
 Sample i of (seed, task) depends only on (seed, task, i, options): the same seed gives
-byte-identical files, however many samples or workers.
+byte-identical files, however many samples or workers. `--renderer alt` draws caption, VQA and
+ground pictures with synthetic_render_alt.py instead (held-out looks, for evaluation only).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -26,12 +29,20 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bundled_model.synthetic_render import render_image_scene, render_text_scene, save_png, text_bbox, write_video
+from bundled_model.synthetic_render import (
+    drawn_bbox,
+    render_image_scene,
+    render_text_scene,
+    save_png,
+    text_bbox,
+    write_video,
+)
+from bundled_model.synthetic_render_alt import render_alt_scene, sample_alt_scene, save_jpeg
 from bundled_model.synthetic_words import WORDS
 from bundled_model.synthetic_world import (
     BACKGROUNDS,
@@ -52,6 +63,7 @@ from bundled_model.synthetic_world import (
     caption,
     colours_on,
     sample_background,
+    sample_ground,
     sample_image_scene,
     sample_image_size,
     sample_video_question,
@@ -59,14 +71,25 @@ from bundled_model.synthetic_world import (
     sample_vqa,
     sample_words,
     seconds_answer,
+    shape_label,
     shape_phrase,
 )
 from qwen_vl.errors import OneLineParser
 from qwen_vl.fileio import atomic_path
 
-TASKS = ("caption", "vqa", "ocr", "video", "text")
-TASK_CODES = {task: code for code, task in enumerate(TASKS, start=1)}  # part of every sample's seed
-MEDIA_DIRS = {"caption": "images/caption", "vqa": "images/vqa", "ocr": "images/ocr", "video": "videos"}
+TASKS = ("caption", "vqa", "ocr", "video", "text")  # what --task all writes
+EXTRA_TASKS = ("ground",)  # written only when asked for
+TASK_CODES = {task: code for code, task in enumerate((*TASKS, *EXTRA_TASKS), start=1)}  # part of every sample's seed
+MEDIA_DIRS = {
+    "caption": "images/caption",
+    "vqa": "images/vqa",
+    "ocr": "images/ocr",
+    "video": "videos",
+    "ground": "images/ground",
+}
+RENDERERS = ("train", "alt")
+RENDERER_CODES = {"alt": 1}  # part of an alt sample's seed (train samples keep their seeds)
+ALT_TASKS = ("caption", "vqa", "ground")  # tasks the alt renderer draws
 TRAIN_FPS = (4, 5, 6, 8, 10, 12, 15, 16, 20, 24, 25, 30)  # 7 and 23 stay unseen for held-out sets
 FPS_LIMITS = (2, 60)
 MAX_IMAGE_PX = 4096
@@ -83,11 +106,13 @@ class WorldOptions:
     fps_set: tuple[int, ...] = TRAIN_FPS
     video_size: tuple[int, int] = (112, 224)  # frame sides, px (even)
     duration: tuple[int, int] = (3, 10)  # clip length, whole seconds
+    renderer: str = "train"  # "alt": synthetic_render_alt.py's pictures and sizes (caption, vqa, ground)
 
 
-def sample_rng(seed: int, task: str, index: int) -> np.random.Generator:
+def sample_rng(seed: int, task: str, index: int, renderer: str = "train") -> np.random.Generator:
     """Independent stream per sample: sample i never depends on n or on other samples."""
-    return np.random.default_rng(np.random.SeedSequence([seed, TASK_CODES[task], index]))
+    entropy = [seed, TASK_CODES[task], index] + ([RENDERER_CODES[renderer]] if renderer != "train" else [])
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 # ----------------------------------------------------------------------------- samples
@@ -124,20 +149,56 @@ def chat(media: dict, prompt: str, answer: str) -> list[dict]:
     ]
 
 
+@functools.lru_cache(maxsize=1)
+def model_image_settings():
+    """The bundled model's image settings (qwen_vl/assets/model/preprocessor_config.json): the
+    grounding answers are in pixels of the picture as its processor resizes it."""
+    from qwen_vl.loading import BUNDLED_MODEL_DIR
+    from qwen_vl.processing.image import ImageSettings
+    from qwen_vl.processing.processor import PREPROCESSOR_CONFIG, image_settings_from_config
+
+    config = json.loads((BUNDLED_MODEL_DIR / PREPROCESSOR_CONFIG).read_text(encoding="utf-8"))
+    return ImageSettings(**image_settings_from_config(config))
+
+
+def ground_answer(rng: np.random.Generator, scene: ImageScene, boxes: list[list[int]]) -> tuple[str, str, dict]:
+    """(prompt, answer, the line's grounding fields) for a picture of `scene` whose shapes are
+    drawn in `boxes` (original pixels, end exclusive). The answer is Qwen2.5-VL's: a ```json fence
+    of {"bbox_2d", "label"} in whole pixels of the picture resized by the bundled model's
+    processor, written as the trainer writes a `boxes` item (training/data.py, place_boxes)."""
+    from qwen_vl.grounding import Box, clip, format_answer, frame_for, to_model
+
+    qtype, prompt, asked = sample_ground(rng, scene)
+    frame = frame_for("qwen2_5_vl", scene.width, scene.height, model_image_settings())
+    objects = []
+    for index in asked:
+        label = shape_label(scene.shapes[index])
+        model = clip(to_model(Box(*boxes[index], label), frame), frame.model_width, frame.model_height)
+        objects.append({"label": label, "bbox": list(boxes[index]), "bbox_2d": [int(v) for v in model.corners]})
+    answer = format_answer([Box(*o["bbox_2d"], o["label"]) for o in objects])
+    return prompt, answer, {"question_type": qtype, "objects": objects, "frame": asdict(frame)}
+
+
 def build_sample(task: str, seed: int, index: int, options: WorldOptions, media_dir: str | os.PathLike) -> dict:
     """Draw sample `index`, write its media file into media_dir, return its JSON record."""
-    rng = sample_rng(seed, task, index)
+    rng = sample_rng(seed, task, index, options.renderer)
     name = f"{index:06d}"
     record: dict = {"id": f"{task}-{seed}-{name}"}
-    if task in ("caption", "vqa"):
+    if options.renderer == "alt":
+        if task not in ALT_TASKS:
+            raise ValueError(f"the alt renderer draws {', '.join(ALT_TASKS)} pictures, not {task}")
+        record["id"] = f"{task}-alt-{seed}-{name}"
+        scene, style = sample_alt_scene(rng)
+        save_jpeg(render_alt_scene(scene, style), Path(media_dir, name + ".jpg"), style.jpeg_quality)
+        media = {"type": "image", "image": f"{MEDIA_DIRS[task]}/{name}.jpg"}
+        prompt, answer = _image_question(task, rng, scene, [s.bbox for s in scene.shapes], record)
+        record.update(renderer="alt", style=asdict(style))
+    elif task in ("caption", "vqa", "ground"):
         scene = sample_image_scene(rng, *sample_image_size(rng, options.min_size, options.max_size))
         save_png(render_image_scene(scene), Path(media_dir, name + ".png"))
         media = {"type": "image", "image": f"{MEDIA_DIRS[task]}/{name}.png"}
-        if task == "caption":
-            prompt, answer = CAPTION_PROMPT, caption(scene)
-        else:
-            qtype, prompt, answer = sample_vqa(rng, scene)
-            record["question_type"] = qtype
+        boxes = [drawn_bbox(s, scene.width, scene.height) for s in scene.shapes] if task == "ground" else []
+        prompt, answer = _image_question(task, rng, scene, boxes, record)
     elif task == "ocr":
         scene = sample_text_scene(rng, options.min_size, options.max_size)
         save_png(render_text_scene(scene), Path(media_dir, name + ".png"))
@@ -153,6 +214,19 @@ def build_sample(task: str, seed: int, index: int, options: WorldOptions, media_
         raise ValueError(f"task {task!r} has no media samples")
     head = {"id": record.pop("id"), "messages": chat(media, prompt, answer), "task": task, "answer": answer}
     return head | record | {"scene": scene.to_dict()}
+
+
+def _image_question(task: str, rng, scene: ImageScene, boxes: list[list[int]], record: dict) -> tuple[str, str]:
+    """(prompt, answer) of a caption, VQA or ground sample; its extra fields go into `record`."""
+    if task == "caption":
+        return CAPTION_PROMPT, caption(scene)
+    if task == "vqa":
+        qtype, prompt, answer = sample_vqa(rng, scene)
+        record["question_type"] = qtype
+        return prompt, answer
+    prompt, answer, fields = ground_answer(rng, scene, boxes)
+    record.update(fields)
+    return prompt, answer
 
 
 # ----------------------------------------------------------------------------- text corpus
@@ -299,13 +373,23 @@ def _fps_set(text: str) -> tuple[int, ...]:
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m bundled_model.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder: <task>.jsonl + images/ + videos/")
-    parser.add_argument("--task", required=True, choices=(*TASKS, "all"), help="'all' writes every task")
+    parser.add_argument(
+        "--task", required=True, choices=(*TASKS, *EXTRA_TASKS, "all"), help=f"'all' writes {', '.join(TASKS)}"
+    )
     parser.add_argument("--n", required=True, type=_int_at_least(1), help="samples (text: lines) per task")
     parser.add_argument("--seed", default=0, type=_int_at_least(0), help="held-out sets: a seed never used in training")
     parser.add_argument(
         "--fps-set", default=TRAIN_FPS, type=_fps_set, help="video frame rates, e.g. 4,6,8 (held out: 7,23)"
     )
-    parser.add_argument("--max-size", default=1024, type=_int_at_least(MIN_IMAGE_PX), help="largest image side, px")
+    parser.add_argument(
+        "--max-size", default=None, type=_int_at_least(MIN_IMAGE_PX), help="largest image side, px (default 1024)"
+    )
+    parser.add_argument(
+        "--renderer",
+        default="train",
+        choices=RENDERERS,
+        help="alt: the evaluation-only renderer (caption, vqa, ground; its own sizes, 256-1024 px)",
+    )
     parser.add_argument(
         "--workers", default=1, type=_int_at_least(1), help="processes (output is the same for any count)"
     )
@@ -316,13 +400,18 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.renderer == "alt" and args.task not in ALT_TASKS:
+        parser.error(f"argument --renderer: alt draws {', '.join(ALT_TASKS)} pictures only, not {args.task}")
+    if args.renderer == "alt" and args.max_size is not None:
+        parser.error("argument --max-size: the alt renderer draws its own sizes (256-1024 px per side)")
+    args.max_size = WorldOptions.max_size if args.max_size is None else args.max_size
     if args.max_size < WorldOptions.min_size:
         parser.error(f"argument --max-size: {args.max_size} is below the smallest image side {WorldOptions.min_size}")
     if args.max_size > MAX_IMAGE_PX:
         parser.error(f"argument --max-size: {args.max_size} is above the maximum {MAX_IMAGE_PX}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {args.out} exists and is not a folder")
-    options = WorldOptions(max_size=args.max_size, fps_set=args.fps_set)
+    options = WorldOptions(max_size=args.max_size, fps_set=args.fps_set, renderer=args.renderer)
     tasks = TASKS if args.task == "all" else (args.task,)
     for task in tasks:
         start = time.perf_counter()

@@ -85,6 +85,16 @@ def draw_shape(draw: ImageDraw.ImageDraw, kind: str, bbox, rgb) -> None:
         raise ValueError(f"unknown shape kind {kind!r}")
 
 
+def drawn_bbox(shape: Shape, width: int, height: int) -> list[int]:
+    """[x0, y0, x1, y1] (end exclusive) of the pixels draw_shape paints for `shape` in a width x
+    height picture. Circles, squares and triangles fill their scene bbox to its four sides; a
+    star touches only its top, so its drawn box is narrower and ends higher."""
+    mask = Image.new("L", (width, height), 0)
+    draw_shape(ImageDraw.Draw(mask), shape.kind, shape.bbox, 255)
+    rows, columns = np.nonzero(np.asarray(mask))
+    return [int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1]
+
+
 def draw_shapes(image: Image.Image, shapes: list[Shape]) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for shape in shapes:

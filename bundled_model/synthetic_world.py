@@ -71,6 +71,12 @@ QUESTION_TEMPLATES = {
     "start": "When does the {kind} start moving?",
 }
 VQA_TYPES = ("colour", "count", "exists", "where")
+# Grounding, in Qwen2.5-VL's words: one named shape, or every shape of the picture.
+GROUND_PROMPTS = {
+    "one": "Locate the {colour} {kind} in the image and output its bbox coordinates in JSON format.",
+    "every": "Locate every shape in the image and output their bbox coordinates in JSON format.",
+}
+GROUND_TYPES = tuple(GROUND_PROMPTS)
 
 MIN_SHAPE_PX = 8
 MIN_IMAGE_PX = 32  # below this a third of the image cannot hold an 8 px shape
@@ -363,3 +369,27 @@ def sample_video_question(rng: np.random.Generator, scene: VideoScene) -> tuple[
     if rng.random() < 0.5:
         return "direction", QUESTION_TEMPLATES["direction"].format(kind=shape.kind), DIRECTION_ANSWERS[event.direction]
     return "start", QUESTION_TEMPLATES["start"].format(kind=shape.kind), when
+
+
+def shape_label(shape: Shape) -> str:
+    """The name a grounding answer gives a shape: 'red star'."""
+    return f"{shape.colour} {shape.kind}"
+
+
+def reading_order(shapes: list[Shape]) -> list[int]:
+    """Indices of `shapes` left to right, then top to bottom (by bbox corner)."""
+    return sorted(range(len(shapes)), key=lambda i: (shapes[i].bbox[0], shapes[i].bbox[1]))
+
+
+def sample_ground(rng: np.random.Generator, scene: ImageScene) -> tuple[str, str, list[int]]:
+    """(prompt type, prompt, indices of the shapes the answer lists, in answer order). "one" asks
+    for a shape whose colour and kind no other shape of the scene shares; "every" for all shapes
+    in reading order."""
+    qtype = str(rng.choice(GROUND_TYPES))
+    labels = [shape_label(s) for s in scene.shapes]
+    named = [i for i, label in enumerate(labels) if labels.count(label) == 1]
+    if qtype == "every" or not named:  # kinds are distinct in a scene, so `named` is never empty
+        return "every", GROUND_PROMPTS["every"], reading_order(scene.shapes)
+    index = named[int(rng.integers(len(named)))]
+    shape = scene.shapes[index]
+    return qtype, GROUND_PROMPTS["one"].format(colour=shape.colour, kind=shape.kind), [index]

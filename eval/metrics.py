@@ -1,8 +1,8 @@
 """Benchmark metrics, each defined in one place, as published.
 
 Every function scores one prediction (a string) against its reference answers and returns a
-float in [0, 1] (or edit counts for the error rates); averaging over a data set happens in
-`eval.scoring`.
+float in [0, 1] (or counts: edits for the error rates, boxes for `boxes_matched`); averaging over
+a data set happens in `eval.scoring`.
 """
 
 from __future__ import annotations
@@ -526,3 +526,43 @@ def grounding_hit(prediction: str, reference: Sequence[float], frame, threshold:
 
     boxes = grounding_to_original(parse_answer(prediction), frame).boxes
     return float(bool(boxes) and iou(boxes[0], Box(*reference)) >= threshold)
+
+
+def boxes_matched(
+    prediction: str, references: Sequence[dict], frame, threshold: float = GROUNDING_IOU
+) -> tuple[int, int]:
+    """Every-object grounding: (matched, true) for one answer, where `true` is the number of
+    reference boxes ({"label", "bbox": [x1, y1, x2, y2]} in original pixels) and `matched` how many
+    of them a predicted box of the same label (case and spacing aside) covers at IoU >= threshold,
+    one to one. The answer's boxes are read and mapped to original pixels as in `grounding_hit`.
+
+    An answer with more boxes than the references (an extra box) matches none of them, so
+    sum(matched) / sum(true) over a set is the share of boxes found at IoU >= 0.5 in answers that
+    drew no extra boxes. A missed or misplaced box only costs itself.
+
+    Matching is greedy: the pairs of a reference and a prediction with equal labels and IoU >= the
+    threshold are taken in falling IoU, each box used once. The synthetic world names every shape
+    of a picture differently, so each prediction can pair with one reference only and the greedy
+    matching is also a largest one (what the Hungarian method would find)."""
+    from qwen_vl.grounding import Box, grounding_to_original, iou, parse_answer
+
+    predicted = grounding_to_original(parse_answer(prediction), frame).boxes
+    truth = [Box(*ref["bbox"], ref["label"]) for ref in references]
+    if len(predicted) > len(truth):
+        return 0, len(truth)
+
+    def same(a: str, b: str) -> bool:
+        return " ".join(a.lower().split()) == " ".join(b.lower().split())
+
+    pairs = [
+        (-iou(t, p), i, j)
+        for i, t in enumerate(truth)
+        for j, p in enumerate(predicted)
+        if same(t.label, p.label) and iou(t, p) >= threshold
+    ]
+    used_truth, used_predicted = set(), set()
+    for _, i, j in sorted(pairs):
+        if i not in used_truth and j not in used_predicted:
+            used_truth.add(i)
+            used_predicted.add(j)
+    return len(used_truth), len(truth)

@@ -314,7 +314,7 @@ def answer_batch(batch: list[Sample], backend, max_new_tokens: int, prompt: str)
 
 def _frame(sample: Sample, error: str | None, backend) -> dict | None:
     """A grounding sample's coordinate frame (None for other samples and failed ones)."""
-    if "box" not in sample.meta or error is not None:
+    if not {"box", "boxes"} & sample.meta.keys() or error is not None:
         return None
     try:
         return grounding_frame(sample, backend.model_type, backend.image_settings)

@@ -5,6 +5,7 @@ set into the reported number. Accuracy-type metrics are reported in percent; OCR
 count of correct answers (the published total is out of 1000); CER/WER in percent, corpus level
 (all edits / all reference units), and OCR word accuracy as 100 - WER. MMBench's circular
 accuracy keeps [question group, hit] per sample and counts a group only when all its hits are 1.
+Boxes matched keeps [matched, true] boxes per sample and reports all matched over all true boxes.
 """
 
 from __future__ import annotations
@@ -107,6 +108,24 @@ def _grounding_hit(prediction: str, sample: Sample) -> float:
     return metrics.grounding_hit(prediction, sample.meta["box"], Frame(**frame)) if frame else 0.0
 
 
+def _boxes_matched(prediction: str, sample: Sample) -> list[int]:
+    """[matched, true] boxes of an every-object answer (metrics.boxes_matched), in the frame of the
+    run's record (else the one the data set gives)."""
+    from qwen_vl.grounding import Frame
+
+    frame, references = sample.meta.get("frame"), sample.meta["boxes"]
+    if not frame:
+        return [0, len(references)]
+    return list(metrics.boxes_matched(prediction, references, Frame(**frame)))
+
+
+def _matched_percent(values: list[list[int] | None]) -> float:
+    """All matched boxes over all true boxes, in percent."""
+    values = _scored(values)
+    true = sum(v[1] for v in values)
+    return 100.0 * sum(v[0] for v in values) / true if true else 0.0
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
@@ -142,14 +161,16 @@ METRICS: dict[str, Metric] = {
         ),
         Metric("video_accuracy", _video_answer, _mean_percent),
         Metric("grounding_accuracy", _grounding_hit, _mean_percent, applies=lambda s: "box" in s.meta),
+        # every object of a picture (synthetic-ground's "every" prompts): boxes matched at IoU >= 0.5
+        Metric("boxes_matched", _boxes_matched, _matched_percent, applies=lambda s: "boxes" in s.meta),
     ]
 }
 
 
 def failed_value(metric: Metric, sample: Sample) -> float | list[int]:
     """What a failed sample (no prediction) counts as: wrong for accuracies, an empty prediction
-    (every reference unit deleted) for error rates."""
-    if metric.score in (_char_edits, _word_edits):
+    (every reference unit deleted, no box found) for error rates and boxes matched."""
+    if metric.score in (_char_edits, _word_edits, _boxes_matched):
         return metric.score("", sample)
     if metric.score is _circular_hit:
         return [sample.meta.get("circular_group", sample.id), 0.0]

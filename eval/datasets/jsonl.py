@@ -9,6 +9,10 @@ Synthetic suites (bundled_model/synthetic.py writes DIR/<task>.jsonl), one objec
      "task": "caption" | "vqa" | "ocr" | "video", "answer": "...",
      "question_type": "colour" (optional; the report's categories),
      "event_second": 4, "fps": 7 (video only), "scene": {...}}
+Synthetic ground lines (task "ground") add the reference boxes and the frame of the answer:
+    {"question_type": "one" | "every",
+     "objects": [{"label": "red star", "bbox": [x1, y1, x2, y2] (ORIGINAL pixels), "bbox_2d": [...]}],
+     "frame": {"width", "height", "model_width", "model_height"}}
 The prompt is every message before the final assistant turn.
 """
 
@@ -65,7 +69,8 @@ def load_jsonl(root: Path) -> list[Sample]:
 
 
 def load_synthetic(root: Path, kind: str) -> list[Sample]:
-    """The lines of one synthetic task (caption | vqa | ocr | video); DIR/<kind>.jsonl when DIR is a folder."""
+    """The lines of one synthetic task (caption | vqa | ocr | video | ground); DIR/<kind>.jsonl when DIR is a
+    folder."""
     if root.is_dir() and (root / f"{kind}.jsonl").is_file():
         path = root / f"{kind}.jsonl"
     else:
@@ -91,12 +96,41 @@ def load_synthetic(root: Path, kind: str) -> list[Sample]:
                 answers=as_answers(item["answer"]),
                 messages=prompt,
                 category=item.get("question_type"),
-                meta={k: item[k] for k in ("event_second", "fps") if k in item},
+                meta=_ground_meta(item, path, number) if kind == "ground" else _video_meta(item),
             )
         )
     if not samples:
         raise DataError(f"{path}: no lines with task {kind!r}")
     return check_unique(samples, path)
+
+
+def _video_meta(item: dict) -> dict:
+    return {k: item[k] for k in ("event_second", "fps") if k in item}
+
+
+def _ground_meta(item: dict, path: Path, number: int) -> dict:
+    """A synthetic ground line's references in ORIGINAL pixels: `box` [x1, y1, x2, y2] for a one-shape
+    prompt (the `grounding_accuracy` metric), `boxes` [{"label", "bbox"}] for an every-shape prompt
+    (`boxes_matched`); the image size; and the frame the line's answer is written in, which scores a
+    predictions file that carries no frame of its own."""
+    objects, frame = item.get("objects"), item.get("frame")
+    if (
+        not isinstance(objects, list)
+        or not isinstance(frame, dict)
+        or item.get("question_type") not in ("one", "every")
+    ):
+        raise DataError(f"{path}:{number}: a synthetic ground line needs 'objects', 'frame' and 'question_type'")
+    try:
+        boxes = [{"label": str(o["label"]), "bbox": [float(v) for v in o["bbox"]]} for o in objects]
+        frame = {k: int(frame[k]) for k in ("width", "height", "model_width", "model_height")}
+        meta = {"width": frame["width"], "height": frame["height"], "frame": frame}
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}:{number}: malformed 'objects' or 'frame' in a synthetic ground line") from None
+    if item["question_type"] == "one":
+        if len(boxes) != 1:
+            raise DataError(f"{path}:{number}: a one-shape ground line needs exactly one object")
+        return meta | {"box": boxes[0]["bbox"]}
+    return meta | {"boxes": boxes}
 
 
 def _absolute_message(message: dict, base: Path) -> dict:
