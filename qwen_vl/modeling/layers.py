@@ -44,4 +44,5 @@ def by_rows(fn, *tensors: torch.Tensor, dim: int = 0) -> torch.Tensor:
     same rows out, with fp32 and MLP temporaries held for one slice instead of all rows."""
     if tensors[0].shape[dim] <= ROWS_PER_CHUNK:
         return fn(*tensors)
-    return torch.cat([fn(*parts) for parts in zip(*(t.split(ROWS_PER_CHUNK, dim) for t in tensors))], dim=dim)
+    slices = zip(*(t.split(ROWS_PER_CHUNK, dim) for t in tensors), strict=True)
+    return torch.cat([fn(*parts) for parts in slices], dim=dim)

@@ -90,7 +90,6 @@ class VisionBlock(nn.Module):
         return x + by_rows(lambda rows: self.mlp(self.norm2(rows)), x)
 
 
-
 class PatchMerger(nn.Module):
     """Concatenate each 2x2 group of patch features and project them to the text width."""
 
