@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -17,7 +18,8 @@ namespace {
 constexpr int64_t kRowsPerCall = 4;   // activation rows one pass over the weight serves
 constexpr int64_t kTile = 4;          // weight rows read side by side
 constexpr int64_t kGrain = 64;        // weight rows per parallel task, at least
-constexpr int kPrefetchBytes = 512;   // how far ahead of the loads each weight row is prefetched
+constexpr int kPrefetchBytes = 512;      // how far ahead of the loads each weight row is prefetched
+constexpr int kPrefetchTileBytes = 2048; // the same for int4 tiles, one stream per thread
 
 inline __m512 load_bf16x16(const at::BFloat16* p, __mmask16 mask) {
   // 16 bf16 -> 16 fp32: a bf16 is the upper half of its fp32.
@@ -213,38 +215,125 @@ at::Tensor dequantize_int8(const at::Tensor& q, const at::Tensor& scales) {
   return out;
 }
 
-// aten's CPU int4 packing (uint8 [N, K/2]; in each block of 64 rows, byte [k, j] holds row j in
-// its low nibble and row j + 32 in its high one) with scales_and_zeros [K/g, N, 2] -> the weight
-// transposed, bf16 [K, N]: (q - 8) * scale + offset in fp32, rounded once. [K, N] makes each
-// block's 64 rows of one column contiguous on both sides.
-at::Tensor dequantize_int4_transposed(const at::Tensor& packed, const at::Tensor& scales_and_zeros, int64_t group_size) {
-  TORCH_CHECK(packed.dim() == 2 && packed.is_contiguous() && packed.scalar_type() == at::kByte, "packed must be contiguous uint8");
-  const int64_t N = packed.size(0), K = packed.size(1) * 2;
-  TORCH_CHECK(N % 64 == 0 && K % group_size == 0, "int4 weight must be whole 64-row blocks and groups");
-  at::Tensor sz = scales_and_zeros.to(at::kFloat).contiguous();  // [K/g, N, 2]
-  at::Tensor out = at::empty({K, N}, sz.options().dtype(at::kBFloat16));
-  const uint8_t* pp = packed.data_ptr<uint8_t>();
-  const float* szp = sz.data_ptr<float>();
+// ---- int4 in tiles of 16 rows --------------------------------------------------------------------
+// Layout (int4.to_tiles): tiles uint8 [N/16, K/8, 16, 4], byte i of row r in chunk c holding
+// q[r, 8c + i] (low nibble) and q[r, 8c + 4 + i] (high); scales fp16 and zeros uint8 [N/16, K/g, 16].
+// One 64-byte load gives 16 rows x 8 columns; vpdpbusd multiplies the unsigned nibbles by int8
+// activations (quantized per group of g columns), four columns a lane, so each tile's 16 sums sit
+// in one register and need no horizontal reduction.
+struct GroupQuantizedRow {
+  std::vector<int8_t> values;  // [K]
+  std::vector<float> scale;    // [K/g]
+  std::vector<float> sum;      // [K/g]: sum of values in the group, for the zero points
+
+  GroupQuantizedRow(const at::BFloat16* x, int64_t K, int64_t group) : values(K), scale(K / group), sum(K / group) {
+    for (int64_t g = 0; g < K / group; ++g) {
+      float amax = 0.f;
+      for (int64_t k = g * group; k < (g + 1) * group; ++k) amax = std::max(amax, std::abs(static_cast<float>(x[k])));
+      const float inverse = amax > 0 ? 127.f / amax : 0.f;
+      int32_t total = 0;
+      for (int64_t k = g * group; k < (g + 1) * group; ++k) {
+        values[k] = static_cast<int8_t>(std::nearbyint(static_cast<float>(x[k]) * inverse));
+        total += values[k];
+      }
+      scale[g] = amax / 127.f, sum[g] = static_cast<float>(total);
+    }
+  }
+};
+
+template <int M>
+void int4_tile(const GroupQuantizedRow* x, const uint8_t* tiles, const at::Half* scales, const uint8_t* zeros,
+               float* out, int64_t K, int64_t N, int64_t group, int64_t tile) {
+  const int64_t groups = K / group;
+  const uint8_t* w = tiles + tile * K * 8;  // 16 rows x K/2 bytes
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    // four independent sums per row (two chunks, low and high nibbles): one chain would wait
+    // on vpdpbusd's latency
+    __m512i dots[M][4];
+    for (int m = 0; m < M; ++m)
+      for (int j = 0; j < 4; ++j) dots[m][j] = _mm512_setzero_si512();
+    for (int64_t k = g * group; k < (g + 1) * group; k += 16) {
+      const uint8_t* chunk = w + k * 8;
+      _mm_prefetch((const char*)chunk + kPrefetchTileBytes, _MM_HINT_T0);
+      _mm_prefetch((const char*)chunk + kPrefetchTileBytes + 64, _MM_HINT_T0);
+      __m512i nibbles[4];
+      for (int half = 0; half < 2; ++half) {
+        __m512i bytes = _mm512_loadu_si512(chunk + half * 64);
+        nibbles[2 * half] = _mm512_and_si512(bytes, low);
+        nibbles[2 * half + 1] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low);
+      }
+      for (int m = 0; m < M; ++m) {
+        int32_t xs[4];  // x[k..k+3], x[k+4..k+7], x[k+8..k+11], x[k+12..k+15], four int8 each
+        std::memcpy(xs, x[m].values.data() + k, 16);
+        for (int j = 0; j < 4; ++j) dots[m][j] = _mm512_dpbusd_epi32(dots[m][j], nibbles[j], _mm512_set1_epi32(xs[j]));
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      dots[m][0] = _mm512_add_epi32(_mm512_add_epi32(dots[m][0], dots[m][1]), _mm512_add_epi32(dots[m][2], dots[m][3]));
+    const int64_t at = (tile * groups + g) * 16;
+    __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(scales + at)));
+    __m512 zero = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(zeros + at))));
+    for (int m = 0; m < M; ++m) {
+      // sum_k x_k w_k = sx * scale * (sum_k xq_k q_k - zero * sum_k xq_k)
+      __m512 dot = _mm512_fnmadd_ps(zero, _mm512_set1_ps(x[m].sum[g]), _mm512_cvtepi32_ps(dots[m][0]));
+      acc[m] = _mm512_fmadd_ps(_mm512_mul_ps(dot, scale), _mm512_set1_ps(x[m].scale[g]), acc[m]);
+    }
+  }
+  for (int m = 0; m < M; ++m) _mm512_storeu_ps(out + m * N + tile * 16, acc[m]);
+}
+
+void check_tiles(const at::Tensor& tiles, const at::Tensor& scales, const at::Tensor& zeros) {
+  TORCH_CHECK(tiles.dim() == 4 && tiles.size(2) == 16 && tiles.size(3) == 4 && tiles.is_contiguous() &&
+                  tiles.scalar_type() == at::kByte, "tiles must be contiguous uint8 [N/16, K/8, 16, 4]");
+  TORCH_CHECK(scales.is_contiguous() && scales.scalar_type() == at::kHalf && zeros.is_contiguous() &&
+                  zeros.scalar_type() == at::kByte && scales.sizes() == zeros.sizes() && scales.dim() == 3 &&
+                  scales.size(0) == tiles.size(0) && scales.size(2) == 16,
+              "scales (fp16) and zeros (uint8) must be contiguous [N/16, K/g, 16]");
+}
+
+// x [M, K] bf16 -> [M, N] bf16
+at::Tensor linear_int4(const at::Tensor& x, const at::Tensor& tiles, const at::Tensor& scales, const at::Tensor& zeros) {
+  check_tiles(tiles, scales, zeros);
+  const int64_t N = tiles.size(0) * 16, K = tiles.size(1) * 8, M = x.size(0), group = K / scales.size(1);
+  check_input(x, K);
+  TORCH_CHECK(group % 16 == 0 && group * scales.size(1) == K, "the group size must divide K in multiples of 16");
+  std::vector<GroupQuantizedRow> rows_q;
+  for (int64_t m = 0; m < M; ++m) rows_q.emplace_back(x.data_ptr<at::BFloat16>() + m * K, K, group);
+  at::Tensor out = at::empty({M, N}, x.options().dtype(at::kFloat));
+  by_row_chunks(M, [&](auto m, int64_t r) {
+    at::parallel_for(0, N / 16, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        int4_tile<decltype(m)::value>(rows_q.data() + r, tiles.data_ptr<uint8_t>(), scales.data_ptr<at::Half>(),
+                                      zeros.data_ptr<uint8_t>(), out.data_ptr<float>() + r * N, K, N, group, t);
+    });
+  });
+  return out.to(at::kBFloat16);
+}
+
+// The tiled weight -> bf16 [K, N] (transposed, as dequantize_int4_transposed): (q - zero) * scale
+// in fp32, rounded once.
+at::Tensor dequantize_int4_tiles(const at::Tensor& tiles, const at::Tensor& scales, const at::Tensor& zeros) {
+  check_tiles(tiles, scales, zeros);
+  const int64_t N = tiles.size(0) * 16, K = tiles.size(1) * 8, groups = scales.size(1), group = K / groups;
+  at::Tensor out = at::empty({K, N}, tiles.options().dtype(at::kBFloat16));
+  const uint8_t* tp = tiles.data_ptr<uint8_t>();
+  const at::Half* sp = scales.data_ptr<at::Half>();
+  const uint8_t* zp = zeros.data_ptr<uint8_t>();
   auto* op = out.data_ptr<at::BFloat16>();
-  at::parallel_for(0, N / 64, 1, [&](int64_t b0, int64_t b1) {
-    alignas(64) float scale[64], offset[64];
-    for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t k = 0; k < K; ++k) {
-        if (k % group_size == 0) {
-          const float* g = szp + ((k / group_size) * N + b * 64) * 2;
-          for (int r = 0; r < 64; ++r) scale[r] = g[2 * r], offset[r] = g[2 * r + 1];
-        }
-        __m256i bytes = _mm256_loadu_si256((const __m256i*)(pp + (b * K + k) * 32));
-        __m256i halves[2] = {_mm256_and_si256(bytes, _mm256_set1_epi8(0xF)),
-                             _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(0xF))};
-        for (int h = 0; h < 2; ++h) {
-          for (int part = 0; part < 2; ++part) {
-            __m128i lane = part ? _mm256_extracti128_si256(halves[h], 1) : _mm256_castsi256_si128(halves[h]);
-            __m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lane)), _mm512_set1_ps(8.0f));
-            int r = h * 32 + part * 16;
-            __m512 w = _mm512_fmadd_ps(v, _mm512_load_ps(scale + r), _mm512_load_ps(offset + r));
-            _mm256_storeu_si256((__m256i*)(op + k * N + b * 64 + r), (__m256i)_mm512_cvtneps_pbh(w));
-          }
+  at::parallel_for(0, N / 16, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t k = 0; k < K; k += 8) {
+        const int64_t at = (t * groups + k / group) * 16;
+        __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(sp + at)));
+        __m512 zero = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(zp + at))));
+        __m512i bytes = _mm512_loadu_si512(tp + t * K * 8 + k * 8);
+        for (int i = 0; i < 8; ++i) {  // column k + i: byte i % 4 of each lane, low or high nibble
+          __m512i q = _mm512_and_si512(_mm512_srli_epi32(bytes, 8 * (i % 4) + 4 * (i / 4)), _mm512_set1_epi32(0xF));
+          __m512 w = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q), zero), scale);
+          _mm256_storeu_si256((__m256i*)(op + (k + i) * N + t * 16), (__m256i)_mm512_cvtneps_pbh(w));
         }
       }
     }
@@ -258,6 +347,6 @@ TORCH_LIBRARY(qwen_vl_cpu, m) {
   m.def("linear_bf16(Tensor x, Tensor w) -> Tensor", &linear_bf16);
   m.def("linear_int8(Tensor x, Tensor q, Tensor scales) -> Tensor", &linear_int8);
   m.def("dequantize_int8(Tensor q, Tensor scales) -> Tensor", &dequantize_int8);
-  m.def("dequantize_int4_transposed(Tensor packed, Tensor scales_and_zeros, int group_size) -> Tensor",
-        &dequantize_int4_transposed);
+  m.def("linear_int4(Tensor x, Tensor tiles, Tensor scales, Tensor zeros) -> Tensor", &linear_int4);
+  m.def("dequantize_int4_tiles(Tensor tiles, Tensor scales, Tensor zeros) -> Tensor", &dequantize_int4_tiles);
 }

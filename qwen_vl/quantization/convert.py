@@ -88,7 +88,7 @@ def from_checkpoint_tensors(fmt: str, stored: Mapping[str, torch.Tensor], bias, 
     q, zeros, scales = awq.from_awq(stored["qweight"], stored["qzeros"], stored["scales"])
     if not int4.fits(*q.shape, q.shape[1] // zeros.shape[1]):
         return int4.dequantize(q, zeros, scales, dtype)
-    return int4.Int4Linear.from_quantized(q, zeros, scales, bias, dtype)
+    return int4.linear(q, zeros, scales, bias, dtype)
 
 
 @dataclass
@@ -137,7 +137,7 @@ class LinearConversion:
             return int8.Int8Linear.from_quantized(*int8.quantize(weight, weight.dtype), bias, self.dtype)
         if not int4.fits(*weight.shape, self.group_size):
             return None
-        return int4.Int4Linear.from_quantized(*int4.quantize(weight, self.group_size), bias, self.dtype)
+        return int4.linear(*int4.quantize(weight, self.group_size), bias, self.dtype)
 
 
 def swap_linears(model: nn.Module, convert, tensors: Mapping[str, torch.Tensor] | None = None) -> int:

@@ -66,9 +66,9 @@ def unpack_kernel_layout(packed: torch.Tensor) -> torch.Tensor:
 class Int4Linear(nn.Module):
     """A Linear whose weight is int4 in groups (inference only, CPU).
 
-    Few rows (decoding) run aten's int4 kernel, about 3x faster than bf16 for one row. Many
-    rows (prefill) dequantize slices of the weight with our CPU kernel and run bf16 GEMMs,
-    where aten's kernel is 3-9x slower than bf16; see benchmarks/quant_kernels.py."""
+    Products run aten's int4 kernel: about 3x faster than bf16 for one row (decoding), 3-9x
+    slower for hundreds of rows (prefill); see benchmarks/quant_kernels.py. Where our CPU
+    kernels run, `linear` builds a TiledInt4Linear instead."""
 
     def __init__(self, packed, scales_and_zeros, bias, in_features: int, group_size: int):
         super().__init__()
@@ -104,15 +104,66 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         x2d = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
-        ops = kernels.ops() if x2d.dtype == torch.bfloat16 else None
-        if ops is None or x2d.shape[0] <= kernels.STREAM_MAX_ROWS:
-            out = self.kernel_product(x2d)
-        else:  # prefill: bf16 GEMMs on dequantized slices beat aten's int4 kernel on many rows
+        out = self.kernel_product(x2d).to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+
+TILE_ROWS = 16  # output rows per tile of our kernel's layout
+
+
+def to_tiles(q, zeros, scales) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Our int4 layout -> the tiled one of qwen_vl/kernels (cpu_gemv.cpp): tiles uint8
+    [out/16, in/8, 16, 4] where byte i of row r in column chunk c holds q[r, 8c + i] (low nibble)
+    and q[r, 8c + 4 + i] (high); scales fp16 and zeros uint8 as [out/16, in/g, 16]."""
+    out_features, in_features = q.shape
+    nibbles = q.view(out_features // TILE_ROWS, TILE_ROWS, in_features // 8, 2, 4)
+    tiles = (nibbles[:, :, :, 0] | (nibbles[:, :, :, 1] << 4)).permute(0, 2, 1, 3).contiguous()
+    by_tile = lambda t: t.view(out_features // TILE_ROWS, TILE_ROWS, -1).transpose(1, 2).contiguous()  # noqa: E731
+    return tiles, by_tile(scales.to(torch.float16)), by_tile(zeros.to(torch.uint8))
+
+
+class TiledInt4Linear(nn.Module):
+    """A Linear whose int4 weight is in our kernel's tiles (inference only, CPU, our kernels).
+
+    Up to 4 rows (decoding) run our VNNI product, which quantizes the activations to int8 per
+    group of the weight's; more rows (prefill) dequantize slices of the weight and run bf16
+    GEMMs, where aten's int4 kernel is 3-9x slower than bf16."""
+
+    def __init__(self, tiles, scales, zeros, bias):
+        super().__init__()
+        self.out_features, self.in_features = tiles.shape[0] * TILE_ROWS, tiles.shape[1] * 8
+        self.group_size = self.in_features // scales.shape[1]
+        self.register_buffer("tiles", tiles)  # uint8 [out/16, in/8, 16, 4]
+        self.register_buffer("scales", scales)  # fp16 [out/16, in/g, 16]
+        self.register_buffer("zeros", zeros)  # uint8 [out/16, in/g, 16]
+        self.register_buffer("bias", bias)  # [out] or None
+
+    @classmethod
+    def from_quantized(cls, q, zeros, scales, bias, dtype: torch.dtype = torch.bfloat16) -> TiledInt4Linear:
+        return cls(*to_tiles(q, zeros, scales), None if bias is None else bias.to(dtype))
+
+    def dequantized_columns(self, start: int, end: int) -> torch.Tensor:
+        """Weight rows [start, end) (whole tiles) transposed, bf16 [in, end - start]."""
+        tiles = slice(start // TILE_ROWS, end // TILE_ROWS)
+        return kernels.ops().dequantize_int4_tiles(self.tiles[tiles], self.scales[tiles], self.zeros[tiles])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        x2d = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if x2d.shape[0] <= kernels.STREAM_MAX_ROWS:
+            out = kernels.ops().linear_int4(x2d.contiguous(), self.tiles, self.scales, self.zeros)
+        else:
             out = kernels.sliced_product(x2d, self.out_features, self.dequantized_columns)
         out = out.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
-    def dequantized_columns(self, start: int, end: int) -> torch.Tensor:
-        """Weight rows [start, end) transposed, bf16 [in, end - start], by our kernel."""
-        sz = self.scales_and_zeros[:, start:end]
-        return kernels.ops().dequantize_int4_transposed(self.packed[start:end], sz, self.group_size)
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
+LINEARS = (Int4Linear, TiledInt4Linear)
+
+
+def linear(q, zeros, scales, bias, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """The int4 Linear for this machine: tiled for our kernels where they run, else aten's."""
+    module = TiledInt4Linear if kernels.ops() is not None else Int4Linear
+    return module.from_quantized(q, zeros, scales, bias, dtype)

@@ -73,10 +73,36 @@ def test_int8_dequantization_is_bit_exact():
     assert torch.equal(kernels.ops().dequantize_int8(qweight, scales), int8.dequantize(qweight, scales))
 
 
+def group_quantized(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x [rows, in] as the int4 kernel sees it: per group of the weight's, round(x / s) * s."""
+    grouped = x.float().view(x.shape[0], -1, group)
+    scale = grouped.abs().amax(-1, keepdim=True) / 127
+    inverse = torch.where(scale > 0, 127 / grouped.abs().amax(-1, keepdim=True), torch.zeros_like(scale))
+    return ((grouped * inverse).round() * scale).view_as(x)
+
+
+def int4_layer(out_features: int, in_features: int, group: int = 128):
+    q, zeros, scales = int4.quantize(randn(out_features, in_features, seed=1, scale=0.05).bfloat16(), group)
+    return int4.TiledInt4Linear.from_quantized(q, zeros, scales, None), int4.dequantize(q, zeros, scales, torch.float32)
+
+
 @needs_kernels
-def test_int4_dequantization_is_bit_exact():
-    layer = int4.Int4Linear.from_linear(nn.Linear(256, 192, bias=False).bfloat16())
-    assert torch.equal(layer.dequantized_columns(64, 192), layer.dequantized(torch.bfloat16, 64, 192).T)
+@pytest.mark.parametrize("out_features,in_features,group", [(16, 128, 128), (320, 256, 128), (48, 384, 64)])
+@pytest.mark.parametrize("rows", [1, 3, 4, 6])
+def test_int4_product_equals_the_group_quantized_reference(out_features, in_features, group, rows):
+    layer, weight = int4_layer(out_features, in_features, group)
+    x = randn(rows, in_features).bfloat16()
+    x[0, :group] = 0  # a group of zeros must not divide by zero
+    got = kernels.ops().linear_int4(x, layer.tiles, layer.scales, layer.zeros)
+    assert got.shape == (rows, out_features)
+    assert_close_to(got, group_quantized(x, group) @ weight.T, 2 * 2**-8)
+    assert_close_to(got, x.float() @ weight.T, 0.03)
+
+
+@needs_kernels
+def test_int4_tiles_dequantize_bit_exactly():
+    layer, weight = int4_layer(64, 256)
+    assert torch.equal(layer.dequantized_columns(16, 48), weight[16:48].bfloat16().T)
 
 
 @needs_kernels
@@ -87,15 +113,10 @@ def test_quantized_prefill_takes_dequantized_slices(rows, monkeypatch):
     x = randn(rows, 256).bfloat16()
     with torch.inference_mode():
         for layer, weight in [
-            (int8.Int8Linear.from_linear(linear), None),
-            (int4.Int4Linear.from_linear(linear), None),
+            (int8.Int8Linear.from_linear(linear), lambda layer: int8.dequantize(layer.qweight, layer.scales)),
+            (int4.linear(*int4.quantize(linear.weight), linear.bias), lambda layer: layer.dequantized_columns(0, 320).T),
         ]:
-            weight = (
-                layer.dequantized(torch.bfloat16)
-                if isinstance(layer, int4.Int4Linear)
-                else int8.dequantize(layer.qweight, layer.scales)
-            )
-            assert_close_to(layer(x), x.float() @ weight.float().T + linear.bias.float(), 2 * 2**-8)
+            assert_close_to(layer(x), x.float() @ weight(layer).float().T + linear.bias.float(), 2 * 2**-8)
 
 
 @needs_kernels

@@ -7,7 +7,7 @@ import torch
 
 from qwen_vl.loading import load_model
 from qwen_vl.quantization.checkpoint import quantize_checkpoint
-from qwen_vl.quantization.int4 import Int4Linear
+from qwen_vl.quantization import int4
 from qwen_vl.quantization.int8 import Int8Linear
 from tests.cli.support import assert_clean_error, qwen_vl
 from tests.quantization.support import int4_ready_model, text_ids
@@ -21,7 +21,7 @@ def model_dir(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("bits, kind", [("int8", Int8Linear), ("int4", Int4Linear)])
+@pytest.mark.parametrize("bits, kind", [("int8", Int8Linear), ("int4", int4.LINEARS)])
 def test_saved_quantized_checkpoint_loads_without_quantizing_again(model_dir, tmp_path, bits, kind):
     quantized, _ = quantize_checkpoint(model_dir, tmp_path / "q", bits)
     assert quantized == 2 * 7  # two decoder layers of 7 Linears; the vision tower and the head are kept
