@@ -59,12 +59,14 @@ void bf16_tile(const at::BFloat16* x, const at::BFloat16* w, float* out, int64_t
     for (int t = 0; t < T; ++t) out[m * N + n + t] = _mm512_reduce_add_ps(acc[m][t]);
 }
 
-// x quantized for VNNI: per block of 64 values, |round(x / scale)| as uint8, the signs as a
-// mask and the scale (max |x| / 127). vpdpbusd multiplies uint8 by int8, so the signs move
-// onto the weights.
+// x quantized for VNNI: per block of 256 values a scale (max |x| / 127), and |round(x / scale)|
+// as uint8 with the signs as one mask per 64 values. vpdpbusd multiplies uint8 by int8, so the
+// signs move onto the weights. A block's int32 sums become fp32 once (256 as in llama.cpp's Q8_K).
+constexpr int64_t kScaleBlock = 256;
+
 struct QuantizedRow {
-  const uint8_t* magnitude;  // [blocks * 64]
-  const __mmask64* negative;  // [blocks]
+  const uint8_t* magnitude;  // [blocks * 256]
+  const __mmask64* negative;  // [blocks * 4]
   const float* scale;  // [blocks]
 };
 
@@ -75,38 +77,43 @@ void int8_tile(const QuantizedRow* x, const int8_t* q, float* out, int64_t K, in
   for (int m = 0; m < M; ++m)
     for (int t = 0; t < T; ++t) acc[m][t] = _mm512_setzero_ps();
   const __m512i zero = _mm512_setzero_si512();
-  for (int64_t k = 0, block = 0; k < K; k += 64, ++block) {
-    __m512i w[T];
-    for (int t = 0; t < T; ++t) {
-      _mm_prefetch((const char*)(q + (n + t) * K + k) + kPrefetchBytes, _MM_HINT_T0);
-      w[t] = _mm512_maskz_loadu_epi8(tail64(K - k), q + (n + t) * K + k);
+  for (int64_t block = 0; block * kScaleBlock < K; ++block) {
+    __m512i sums[M][T];
+    for (int m = 0; m < M; ++m)
+      for (int t = 0; t < T; ++t) sums[m][t] = zero;
+    for (int64_t k = block * kScaleBlock; k < std::min(K, (block + 1) * kScaleBlock); k += 64) {
+      __m512i w[T];
+      for (int t = 0; t < T; ++t) {
+        _mm_prefetch((const char*)(q + (n + t) * K + k) + kPrefetchBytes, _MM_HINT_T0);
+        w[t] = _mm512_maskz_loadu_epi8(tail64(K - k), q + (n + t) * K + k);
+      }
+      for (int m = 0; m < M; ++m) {
+        __m512i magnitude = _mm512_loadu_si512(x[m].magnitude + k);
+        __mmask64 negative = x[m].negative[k / 64];
+        for (int t = 0; t < T; ++t)
+          sums[m][t] = _mm512_dpbusd_epi32(sums[m][t], magnitude, _mm512_mask_sub_epi8(w[t], negative, zero, w[t]));
+      }
     }
     for (int m = 0; m < M; ++m) {
-      __m512i magnitude = _mm512_loadu_si512(x[m].magnitude + k);
-      __mmask64 negative = x[m].negative[block];
       __m512 scale = _mm512_set1_ps(x[m].scale[block]);
-      for (int t = 0; t < T; ++t) {
-        __m512i signed_w = _mm512_mask_sub_epi8(w[t], negative, zero, w[t]);
-        __m512i sums = _mm512_dpbusd_epi32(zero, magnitude, signed_w);
-        acc[m][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[m][t]);
-      }
+      for (int t = 0; t < T; ++t) acc[m][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[m][t]), scale, acc[m][t]);
     }
   }
   for (int m = 0; m < M; ++m)
     for (int t = 0; t < T; ++t) out[m * N + n + t] = _mm512_reduce_add_ps(acc[m][t]);
 }
 
-// Buffers of one x row quantized for int8_tile (blocks past K are zero).
+// Buffers of one x row quantized for int8_tile (values past K are zero).
 struct QuantizedRowBuffers {
   std::vector<uint8_t> magnitude;
   std::vector<__mmask64> negative;
   std::vector<float> scale;
 
   QuantizedRowBuffers(const at::BFloat16* x, int64_t K) {
-    const int64_t blocks = (K + 63) / 64;
-    magnitude.assign(blocks * 64, 0), negative.assign(blocks, 0), scale.assign(blocks, 0.f);
+    const int64_t blocks = (K + kScaleBlock - 1) / kScaleBlock;
+    magnitude.assign(blocks * kScaleBlock, 0), negative.assign(blocks * 4, 0), scale.assign(blocks, 0.f);
     for (int64_t block = 0; block < blocks; ++block) {
-      const int64_t k0 = block * 64, k1 = std::min(K, k0 + 64);
+      const int64_t k0 = block * kScaleBlock, k1 = std::min(K, k0 + kScaleBlock);
       float amax = 0.f;
       for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::abs(static_cast<float>(x[k])));
       if (amax == 0.f) continue;
@@ -115,7 +122,7 @@ struct QuantizedRowBuffers {
       for (int64_t k = k0; k < k1; ++k) {
         const float v = std::nearbyint(static_cast<float>(x[k]) * inverse);
         magnitude[k] = static_cast<uint8_t>(std::abs(v));
-        if (v < 0) negative[block] |= 1ull << (k - k0);
+        if (v < 0) negative[k / 64] |= 1ull << (k % 64);
       }
     }
   }

@@ -215,7 +215,8 @@ class QwenVLForConditionalGeneration(nn.Module):
         model.to_empty_missing(dtype)
         if convert is not None:
             head = model.lm_head
-            if tied and hasattr(state, "read"):  # converted from a private copy: the table stays untouched
+            if tied and hasattr(state, "read") and "lm_head.qweight" not in state:
+                # converted from a private copy: the table stays untouched
                 head = nn.Linear(head.in_features, head.out_features, bias=False, device="meta")
                 head.weight = nn.Parameter(state.read("model.embed_tokens.weight").to(dtype), requires_grad=False)
             _swap(model, "lm_head", convert("lm_head", head, state))

@@ -46,13 +46,16 @@ def quantize_checkpoint(
     dst: str | os.PathLike,
     bits: str,
     dtype: torch.dtype = torch.bfloat16,
-    keep: tuple[str, ...] = KEEP,
+    keep: tuple[str, ...] | None = None,
     group_size: int = int4.GROUP_SIZE,
 ) -> tuple[int, int]:
     """Write `dst` from `src` with the Linears outside `keep` quantized to `bits`, all other
     tensors cast to `dtype` (the dtype the weights are quantized from, as load_model does).
+    `keep` defaults to KEEP for `bits`. A tied output head outside `keep` is written quantized
+    from the embedding table (`lm_head.qweight`, ...), which stays as it is for the lookup.
     Returns (layers quantized, layers left in `dtype`)."""
     check_bits(bits)
+    keep = KEEP[bits] if keep is None else keep
     src, dst = Path(src), Path(dst)
     config = QwenVLConfig.from_pretrained(src)
     if config.quantization_config:
@@ -71,6 +74,11 @@ def quantize_checkpoint(
             stored = None
             if key in linear_keys and not kept(prefix, keep):
                 stored = quantize_weight(bits, tensor, group_size)
+            if key == "model.embed_tokens.weight" and config.tie_word_embeddings and not kept("lm_head", keep):
+                head = quantize_weight(bits, tensor, group_size)
+                if head is not None:
+                    state.update({f"lm_head.{name}": value for name, value in head.items()})
+                    quantized += 1
             if stored is None:
                 state[key] = tensor
                 plain += key in linear_keys

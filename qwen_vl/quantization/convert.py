@@ -20,8 +20,8 @@ from .widened import WidenedLinear
 
 BITS = ("int8", "int4")
 # Stay in the model dtype: the vision tower (prefill-only GEMMs, where int kernels do not pay;
-# also what Qwen's AWQ checkpoints do) and the output head (see docs/quantization.md).
-KEEP = ("visual", "lm_head")
+# also what Qwen's AWQ checkpoints do) and, in int4, the output head (see docs/quantization.md).
+KEEP = {"int4": ("visual", "lm_head"), "int8": ("visual",)}
 QUANTIZED_SUFFIXES = ("qweight", "qzeros", "scales")  # tensors that replace a Linear's `weight`
 INT8_METHOD = "qwen_vl_int8"
 
@@ -49,8 +49,9 @@ def checkpoint_format(quantization_config: dict | None) -> str | None:
     )
 
 
-def quantization_config(bits: str, keep: tuple[str, ...] = KEEP, group_size: int = int4.GROUP_SIZE) -> dict:
+def quantization_config(bits: str, keep: tuple[str, ...] | None = None, group_size: int = int4.GROUP_SIZE) -> dict:
     """The config.json entry of a checkpoint quantized by `qwen-vl quantize`."""
+    keep = KEEP[bits] if keep is None else keep
     if bits == "int4":
         return {
             "quant_method": "awq",
@@ -102,7 +103,7 @@ class LinearConversion:
     stored: str | None = None  # the checkpoint's own format: 'int4' (AWQ) or 'int8'
     pack: bool = False
     widen: bool = False
-    keep: tuple[str, ...] = KEEP
+    keep: tuple[str, ...] | None = None  # None: KEEP for `bits`
     group_size: int = int4.GROUP_SIZE
 
     @property
@@ -119,7 +120,8 @@ class LinearConversion:
             if isinstance(module, nn.Module):
                 return module
             layer.weight = nn.Parameter(module, requires_grad=False)  # the dequantized fallback
-        if self.bits and not kept(name, self.keep) and layer.weight.device.type == "cpu":
+        keep = KEEP[self.bits] if self.bits and self.keep is None else self.keep or ()
+        if self.bits and not kept(name, keep) and layer.weight.device.type == "cpu":
             module = self.quantized(layer)
             if module is not None:
                 return module

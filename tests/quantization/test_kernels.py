@@ -25,10 +25,10 @@ def randn(*shape, seed=0, scale=1.0):
 
 
 def block_quantized(x: torch.Tensor) -> torch.Tensor:
-    """x [rows, in] as the int8 kernel sees it: per block of 64, round(x / s) * s with s =
+    """x [rows, in] as the int8 kernel sees it: per block of 256, round(x / s) * s with s =
     max |x| / 127 (fp32)."""
     rows, width = x.shape
-    padded = F.pad(x.float(), (0, -width % 64)).view(rows, -1, 64)
+    padded = F.pad(x.float(), (0, -width % 256)).view(rows, -1, 256)
     scale = padded.abs().amax(-1, keepdim=True) / 127
     inverse = torch.where(scale > 0, 127 / padded.abs().amax(-1, keepdim=True), torch.zeros_like(scale))
     return ((padded * inverse).round() * scale).view(rows, -1)[:, :width]

@@ -24,7 +24,8 @@ def model_dir(tmp_path_factory):
 @pytest.mark.parametrize("bits, kind", [("int8", Int8Linear), ("int4", int4.LINEARS)])
 def test_saved_quantized_checkpoint_loads_without_quantizing_again(model_dir, tmp_path, bits, kind):
     quantized, _ = quantize_checkpoint(model_dir, tmp_path / "q", bits)
-    assert quantized == 2 * 7  # two decoder layers of 7 Linears; the vision tower and the head are kept
+    # two decoder layers of 7 Linears; the vision tower is kept, and in int4 the (tied) head too
+    assert quantized == 2 * 7 + (bits == "int8")
     config = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
     assert config["bits"] == (4 if bits == "int4" else 8)
     ids = text_ids(9)
@@ -32,6 +33,8 @@ def test_saved_quantized_checkpoint_loads_without_quantizing_again(model_dir, tm
         at_load, _ = load_model_dir(model_dir, bits)
         stored, _ = load_model_dir(tmp_path / "q", None)
         assert isinstance(stored.model.layers[1].mlp.up_proj, kind)
+        assert isinstance(stored.lm_head, kind) == (bits == "int8") == isinstance(at_load.lm_head, kind)
+        assert stored.model.embed_tokens.weight.dtype == torch.bfloat16  # the lookup table stays
         assert torch.equal(at_load(ids).logits, stored(ids).logits)
 
 
