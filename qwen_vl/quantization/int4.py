@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from .. import kernels
+from . import in_row_slices
 
 GROUP_SIZE = 128
 
@@ -18,6 +19,12 @@ GROUP_SIZE = 128
 def quantize(weight: torch.Tensor, group_size: int = GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """weight [out, in] -> (q uint8 [out, in], zeros uint8 [out, in/g], scales fp16 [out, in/g]).
     Scales are rounded to fp16 (the AWQ storage dtype) before the weight is divided by them."""
+    return in_row_slices(_quantize_rows, weight, group_size)
+
+
+def _quantize_rows(
+    weight: torch.Tensor, group_size: int = GROUP_SIZE
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     out_features, in_features = weight.shape
     if in_features % group_size:
         raise ValueError(f"int4 needs input features divisible by {group_size}, got {in_features}")

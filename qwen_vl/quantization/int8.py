@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from .. import kernels
+from . import in_row_slices
 
 
 def quantize(weight: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -13,6 +14,12 @@ def quantize(weight: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) ->
 
     The scale is rounded to its stored dtype before the weight is divided by it, so that the
     stored pair dequantizes to the values chosen here."""
+    return in_row_slices(_quantize_rows, weight, scale_dtype)
+
+
+def _quantize_rows(
+    weight: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16
+) -> tuple[torch.Tensor, torch.Tensor]:
     w = weight.detach().float()
     scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-10).to(scale_dtype)
     qweight = (w / scales.float()[:, None]).round().clamp(-127, 127).to(torch.int8)

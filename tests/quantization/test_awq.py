@@ -90,7 +90,9 @@ def test_an_awq_checkpoint_loads_on_the_int4_path_and_runs(tmp_path):
 
     loaded = QwenVLForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
     layer = loaded.model.layers[0]
-    assert all(isinstance(m, int4.LINEARS) for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.down_proj))
+    assert all(
+        isinstance(m, int4.LINEARS) for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.down_proj)
+    )
     ids = text_ids(8)
     with torch.inference_mode():
         got = loaded(ids).logits.float().log_softmax(-1)

@@ -71,3 +71,13 @@ def test_int4_refuses_widths_that_are_not_whole_groups():
     with pytest.raises(ValueError, match="divisible"):
         int4.quantize(bf16_weight(64, 100))
     assert not int4.fits(96, 256) and int4.fits(128, 256)
+
+
+def test_quantizing_in_row_slices_gives_the_same_tensors(monkeypatch):
+    import qwen_vl.quantization as quantization
+
+    weight = bf16_weight(300, 256)
+    whole = int8.quantize(weight) + int4.quantize(weight)
+    monkeypatch.setattr(quantization, "QUANTIZE_ROWS", 64)  # five slices, the last one short
+    sliced = int8.quantize(weight) + int4.quantize(weight)
+    assert all(torch.equal(a, b) for a, b in zip(whole, sliced, strict=True))

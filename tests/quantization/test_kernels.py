@@ -114,7 +114,10 @@ def test_quantized_prefill_takes_dequantized_slices(rows, monkeypatch):
     with torch.inference_mode():
         for layer, weight in [
             (int8.Int8Linear.from_linear(linear), lambda layer: int8.dequantize(layer.qweight, layer.scales)),
-            (int4.linear(*int4.quantize(linear.weight), linear.bias), lambda layer: layer.dequantized_columns(0, 320).T),
+            (
+                int4.linear(*int4.quantize(linear.weight), linear.bias),
+                lambda layer: layer.dequantized_columns(0, 320).T,
+            ),
         ]:
             assert_close_to(layer(x), x.float() @ weight(layer).float().T + linear.bias.float(), 2 * 2**-8)
 
