@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from qwen_vl.loading import load_model
-from qwen_vl.quantization.checkpoint import quantize_checkpoint
 from qwen_vl.quantization import int4
+from qwen_vl.quantization.checkpoint import quantize_checkpoint
 from qwen_vl.quantization.int8 import Int8Linear
 from tests.cli.support import assert_clean_error, qwen_vl
 from tests.quantization.support import int4_ready_model, text_ids
