@@ -6,7 +6,12 @@ For each shape, one-row (decode) and 128-row (prefill) products, in milliseconds
   int8-mm     torch.ops.aten._weight_int8pack_mm, per-output-channel scales
   int4-mm     torch.ops.aten._weight_int4pack_mm_for_cpu, groups of 128
   deq8/deq4   dequantize to bf16 then F.linear (the plain reference path)
+  ours-bf16 / ours-int8 / ours-int4  the layers load_model builds where our CPU kernels run
+              (qwen_vl/kernels: streaming products up to 4 rows, dequantized slices beyond)
   ao-int8/ao-int4  torchao's weight-only configs, where torchao imports
+
+One matrix at a time fits in a large L3 cache, so these figures flatter every kernel; reading
+from memory, over a whole model, is what benchmarks/full_size.py measures.
 
     python benchmarks/quant_kernels.py [--threads N] [--rows 1 128]
 """
@@ -39,7 +44,9 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def candidates(weight: torch.Tensor):
+    from qwen_vl import kernels
     from qwen_vl.quantization import int4, int8, packed
+    from qwen_vl.quantization.streamed import StreamedLinear
 
     q8, scales8 = int8.quantize(weight)
     q4, zeros4, scales4 = int4.quantize(weight)
@@ -52,6 +59,12 @@ def candidates(weight: torch.Tensor):
     yield "int4-mm", layer4.kernel_product
     yield "deq8", lambda x: F.linear(x, int8.dequantize(q8, scales8))
     yield "deq4", lambda x: F.linear(x, layer4.dequantized(x.dtype))
+    if kernels.ops() is not None:
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
+        linear.weight.data.copy_(weight)
+        yield "ours-bf16", StreamedLinear.from_linear(linear)
+        yield "ours-int8", int8.Int8Linear.from_quantized(q8, scales8, None)
+        yield "ours-int4", int4.TiledInt4Linear.from_quantized(q4, zeros4, scales4, None)
     yield from torchao_candidates(weight)
 
 
