@@ -22,7 +22,7 @@ from qwen_vl.config import QwenVLConfig, TextConfig, VisionConfig
 from qwen_vl.generation import SamplingConfig, generate_ids
 from qwen_vl.hardware import as_dtype
 from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-from qwen_vl.quantization.convert import pack_model
+from qwen_vl.quantization.convert import pack_model, stream_model
 
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
 
@@ -120,7 +120,7 @@ def main():
         for name in args.dtypes:
             dtype = as_dtype(name)
             ours = QwenVLForConditionalGeneration.from_pretrained(tmp, dtype=dtype)
-            pack_model(ours)  # as qwen_vl.loading.load_model does on CPU
+            stream_model(ours) or pack_model(ours)  # as qwen_vl.loading.load_model does on CPU
             hf = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
                 tmp, dtype=dtype, attn_implementation="sdpa"
             ).eval()

@@ -97,9 +97,8 @@ def load_model(
     from .hardware import as_dtype, cpu_has_bf16_matmul, default_dtype
     from .modeling.model import QwenVLForConditionalGeneration
     from .processing import QwenVLProcessor
-    from .quantization.convert import LinearConversion, check_bits, checkpoint_format, swap_linears
+    from .quantization.convert import LinearConversion, check_bits, checkpoint_format, stream_model
     from .quantization.packed import onednn_linear_available
-    from .quantization.streamed import StreamedLinear
 
     check_bits(quantize)
     model_dir = resolve_model_dir(ref)
@@ -122,7 +121,7 @@ def load_model(
     convert = convert if convert.changes_anything else None
     model = QwenVLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device, convert=convert)
     if stream:
-        swap_linears(model, lambda name, layer, tensors: StreamedLinear.from_linear(layer))
+        stream_model(model)
     try:
         processor = QwenVLProcessor.from_pretrained(model_dir, light_tokenizer=True)
     except (OSError, ValueError) as err:

@@ -157,6 +157,14 @@ def swap_linears(model: nn.Module, convert, tensors: Mapping[str, torch.Tensor] 
     return swapped
 
 
+def stream_model(model: nn.Module) -> int:
+    """Give every bf16 Linear of a loaded model our streaming kernel for few-row products (CPU
+    inference; the weights stay where they are); how many. 0 where the kernels cannot run."""
+    from .streamed import StreamedLinear
+
+    return swap_linears(model, lambda name, layer, tensors: StreamedLinear.from_linear(layer))
+
+
 def pack_model(model: nn.Module) -> int:
     """oneDNN-pack every bf16 Linear of an already loaded model (CPU inference); how many."""
     return swap_linears(model, LinearConversion(dtype=torch.bfloat16, pack=True))
