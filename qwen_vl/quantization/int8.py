@@ -36,7 +36,7 @@ class Int8Linear(nn.Module):
     """A Linear whose weight is int8 with per-output-channel scales (inference only).
 
     With our CPU kernels (qwen_vl/kernels): up to 4 rows (decoding) run a VNNI product that
-    quantizes the activations to int8 per block of 64, as llama.cpp's Q8_0 does; more rows
+    quantizes the activations to int8 per block of 256, as llama.cpp's Q8_K does; more rows
     (prefill) dequantize the weight in slices and run bf16 GEMMs. Without them, aten's int8
     weight kernel: faster than bf16 for one row, 3-9x slower for hundreds."""
 
