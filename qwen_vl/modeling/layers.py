@@ -6,6 +6,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import kernels
+
+
+def fused_cpu_ops(*tensors: torch.Tensor):
+    """Our fused CPU kernels (qwen_vl/kernels) where they can stand in for PyTorch's element-wise
+    chains: bf16 CPU tensors and no gradient to keep. None otherwise."""
+    if any(t.dtype != torch.bfloat16 or t.device.type != "cpu" for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    return kernels.ops()
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -15,6 +27,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32, scale in the input dtype (the published models' numerics).
+        ops = fused_cpu_ops(x, self.weight)
+        if ops is not None:
+            return ops.rms_norm_bf16(x.contiguous(), self.weight, self.eps)
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 from ..config import TextConfig
 from .attention import decoder_attention
 from .cache import KVCache
-from .layers import RMSNorm, activation, apply_rotary, by_rows
+from .layers import RMSNorm, activation, apply_rotary, by_rows, fused_cpu_ops
 from .rope import mrope_angles
 
 
@@ -31,10 +31,15 @@ class TextAttention(nn.Module):
     def forward(self, x, cos, sin, mask, cache: KVCache | None, backend: str):  # x [B, L, E]
         b, length, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(b, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, D]
-        k = k.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q = q.view(b, length, self.heads, self.head_dim)  # [B, L, H, D]
+        k = k.view(b, length, self.kv_heads, self.head_dim)
+        v = v.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, L, D]
+        ops = fused_cpu_ops(q) if b == 1 else None
+        if ops is not None:  # one pass per tensor; cos, sin [1, 1, L, D] -> [L, D]
+            angles = cos[0, 0].float(), sin[0, 0].float()
+            q, k = (ops.rotary_bf16(t[0], *angles)[None].transpose(1, 2) for t in (q, k))
+        else:
+            q, k = (apply_rotary(t.transpose(1, 2), cos, sin) for t in (q, k))  # [B, H, L, D]
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, Hkv, past + L, D]
         out = decoder_attention(q, k, v, mask, backend)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import VisionConfig
 from .attention import Segments, segment_attention
-from .layers import RMSNorm, activation, apply_rotary, by_rows
+from .layers import RMSNorm, activation, apply_rotary, by_rows, fused_cpu_ops
 from .windows import frame_lengths, window_partition
 
 
@@ -41,7 +41,13 @@ class VisionAttention(nn.Module):
         seq = x.shape[0]
         q, k, v = self.qkv(x).view(seq, 3, self.num_heads, -1).unbind(1)  # each [S, H, D]
         # Rotary in fp32 as the reference does: bf16 angles lose the position of far patches.
-        q, k = (by_rows(lambda rows, c, s: apply_rotary(rows.float(), c, s).to(v.dtype), t, cos, sin) for t in (q, k))
+        ops = fused_cpu_ops(q)
+        if ops is not None:  # one pass instead of fp32 copies and five element-wise ops
+            q, k = ops.rotary_bf16(q, cos, sin), ops.rotary_bf16(k, cos, sin)
+        else:
+            q, k = (
+                by_rows(lambda rows, c, s: apply_rotary(rows.float(), c, s).to(v.dtype), t, cos, sin) for t in (q, k)
+            )
         out = segment_attention(q, k, v, segments, backend)
         return self.proj(out.reshape(seq, -1))
 

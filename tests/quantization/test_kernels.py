@@ -173,3 +173,49 @@ def test_load_model_streams_bf16_layers_and_keeps_the_logits(tmp_path):
         assert torch.equal(model(ids).logits, full)  # seven rows: the plain GEMM, bit for bit
     model, _ = load_model(tmp_path, device="cpu", dtype=torch.float32)
     assert not any(isinstance(m, StreamedLinear) for m in model.modules())
+
+
+@needs_kernels
+@pytest.mark.parametrize("width", [37, 1280])
+def test_fused_rms_norm_matches_the_unfused_one(width, monkeypatch):
+    from qwen_vl.modeling.layers import RMSNorm
+
+    norm = RMSNorm(width).bfloat16()
+    norm.weight.data = (randn(width, seed=2) * 0.5 + 1).bfloat16()
+    x = (randn(3, 5, width) * 4).bfloat16()
+    with torch.inference_mode():
+        fused = norm(x)
+        monkeypatch.setattr(kernels, "ops", lambda: None)
+        plain = norm(x)
+    # sums of squares in another order: at most one bf16 step apart, and rarely that
+    assert (fused.float() - plain.float()).abs().max() <= 2**-7 * plain.float().abs().max()
+    assert (fused != plain).float().mean() < 0.01
+
+
+@needs_kernels
+def test_fused_rotary_matches_fp32_rotation_of_a_strided_view():
+    from qwen_vl.modeling.layers import apply_rotary
+
+    qkv = randn(50, 3, 4, 80).bfloat16()
+    q = qkv[:, 1]  # [S, H, D] with a row stride of 3 * H * D, as the vision attention has it
+    angles = randn(50, 1, 80, seed=3) * 20
+    cos, sin = angles.cos(), angles.sin()
+    got = kernels.ops().rotary_bf16(q, cos, sin)
+    want = apply_rotary(q.float(), cos, sin)
+    assert got.is_contiguous() and got.shape == (50, 4, 80)
+    assert (got.float() - want).abs().max() <= 2**-8 * want.abs().max()
+
+
+@needs_kernels
+def test_bf16_model_with_fused_kernels_keeps_its_logits(monkeypatch):
+    from tests.tiny import IMG, block, pixels, tiny_model
+
+    model = tiny_model().to(torch.bfloat16)
+    grid = (1, 8, 12)
+    ids = torch.tensor([[3, 4] + block(IMG, grid) + [5, 6, 7]])
+    inputs = {"pixel_values": pixels([grid], 1).bfloat16(), "image_grid_thw": torch.tensor([grid])}
+    with torch.inference_mode():
+        fused = model(ids, **inputs).logits.float()
+        monkeypatch.setattr(kernels, "ops", lambda: None)
+        plain = model(ids, **inputs).logits.float()
+    assert (fused - plain).abs().max() <= 0.05 * plain.abs().max()
