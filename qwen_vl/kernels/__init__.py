@@ -1,5 +1,6 @@
-"""Our CPU kernels (cpu_gemv.cpp): few-row products that stream bf16 and int8 weights at close
-to the memory bandwidth, and dequantization for prefill.
+"""Our CPU kernels: few-row products that stream bf16, int8 and int4 weights at
+close to the memory bandwidth and dequantization for prefill (decode_products.cpp), and fused
+bf16 RMSNorm and rotary (fused_ops.cpp), on the helpers of simd.h.
 
 They are compiled on first use with torch's C++ extension builder (g++ and ninja, about 15 s),
 into ~/.cache/qwen-vl/kernels (or $QWEN_VL_KERNELS_CACHE), once per source, torch version and
@@ -16,7 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("cpu_gemv.cpp")
+HERE = Path(__file__).parent
+SOURCES = (HERE / "decode_products.cpp", HERE / "fused_ops.cpp")
+HEADERS = (HERE / "simd.h",)
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 STREAM_MAX_ROWS = 4  # rows one pass of the streaming products serves; more go to GEMMs
 SLICE_ROWS = 2048  # weight rows dequantized at a time for a GEMM (8 MB of bf16 at width 2048)
@@ -43,19 +46,20 @@ def build_name() -> str:
     """Changes with the source, torch and the CPU, so a stale or foreign build is never loaded."""
     import torch
 
-    key = SOURCE.read_bytes() + torch.__version__.encode() + " ".join(sorted(cpu_flags())).encode()
+    code = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
+    key = code + torch.__version__.encode() + " ".join(sorted(cpu_flags())).encode()
     return "qwen_vl_cpu_" + hashlib.sha256(key).hexdigest()[:16]
 
 
 def build(directory: Path, name: str) -> Path:
-    """Compile cpu_gemv.cpp into directory/name.so (serialized across processes by torch)."""
+    """Compile SOURCES into directory/name.so (serialized across processes by torch)."""
     from torch.utils.cpp_extension import load
 
     directory.mkdir(parents=True, exist_ok=True)
     print("qwen-vl: compiling the CPU kernels (once, about 15 s)", file=sys.stderr, flush=True)
     load(
         name=name,
-        sources=[str(SOURCE)],
+        sources=[str(path) for path in SOURCES],
         extra_cflags=COMPILER_FLAGS,
         extra_ldflags=["-fopenmp"],
         build_directory=str(directory),

@@ -119,7 +119,7 @@ TILE_ROWS = 16  # output rows per tile of our kernel's layout
 
 
 def to_tiles(q, zeros, scales) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Our int4 layout -> the tiled one of qwen_vl/kernels (cpu_gemv.cpp): tiles uint8
+    """Our int4 layout -> the tiled one of qwen_vl/kernels (decode_products.cpp): tiles uint8
     [out/16, in/8, 16, 4] where byte i of row r in column chunk c holds q[r, 8c + i] (low nibble)
     and q[r, 8c + 4 + i] (high); scales fp16 and zeros uint8 as [out/16, in/g, 16]."""
     out_features, in_features = q.shape

@@ -1,11 +1,9 @@
 // Few-row products for decoding on CPU: activations x [M, K] (M small) against a weight
-// [N, K] that is streamed from memory once. oneDNN's bf16 GEMV and aten's int8 weight kernel
-// leave much of the read bandwidth unused on these shapes; these loops keep four weight rows
-// in flight and do nothing else. Built on first use with AVX-512 (F, BW, VL, BF16); see
-// kernels/__init__.py for when they are used.
-#include <ATen/ATen.h>
+// [N, K] that is streamed from memory once. oneDNN's bf16 GEMV and aten's int8 / int4 weight
+// kernels leave much of the read bandwidth unused on these shapes; these loops keep several
+// weight rows in flight and do nothing else. Also the dequantization that prefill with quantized
+// weights uses. Built on first use with AVX-512 (F, BW, VL, BF16, VNNI); see kernels/__init__.py.
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -13,31 +11,17 @@
 #include <cstring>
 #include <vector>
 
+#include "simd.h"
+
 namespace {
+
+using namespace qwen_vl;
 
 constexpr int64_t kRowsPerCall = 4;   // activation rows one pass over the weight serves
 constexpr int64_t kTile = 4;          // weight rows read side by side
 constexpr int64_t kGrain = 64;        // weight rows per parallel task, at least
 constexpr int kPrefetchBytes = 512;      // how far ahead of the loads each weight row is prefetched
 constexpr int kPrefetchTileBytes = 2048; // the same for int4 tiles, one stream per thread
-
-inline __m512 load_bf16x16(const at::BFloat16* p, __mmask16 mask) {
-  // 16 bf16 -> 16 fp32: a bf16 is the upper half of its fp32.
-  __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-inline __mmask16 tail16(int64_t left) { return left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1); }
-inline __mmask64 tail64(int64_t left) { return left >= 64 ? ~0ull : (__mmask64)((1ull << left) - 1); }
-inline __m128i extract128(__m512i v, int part) {
-  switch (part) {
-    case 0: return _mm512_castsi512_si128(v);
-    case 1: return _mm512_extracti32x4_epi32(v, 1);
-    case 2: return _mm512_extracti32x4_epi32(v, 2);
-    default: return _mm512_extracti32x4_epi32(v, 3);
-  }
-}
-inline __mmask32 tail32(int64_t left) { return left >= 32 ? 0xFFFFFFFFu : (__mmask32)((1ull << left) - 1); }
 
 // out[m, n] = sum_k x[m, k] * w[n, k] for rows [n0, n1), bf16 in, fp32 sums (vdpbf16ps).
 template <int M, int T>
@@ -348,79 +332,6 @@ at::Tensor dequantize_int4_tiles(const at::Tensor& tiles, const at::Tensor& scal
   return out;
 }
 
-// ---- element-wise work of prefill, fused into one pass each ------------------------------------
-// PyTorch runs these as chains of element-wise ops with fp32 temporaries (a third or more of a
-// full-size prefill next to the AMX GEMMs); here each row is read and written once.
-
-inline void store_bf16x16(at::BFloat16* p, __m512 v, __mmask16 mask) {
-  _mm256_mask_storeu_epi16(p, mask, (__m256i)_mm512_cvtneps_pbh(v));
-}
-
-// x [rows, D] bf16 (rows contiguous), weight [D] bf16 -> bf16: weight * bf16(x / rms(x)), the
-// normalisation in fp32 and the scale in bf16, as RMSNorm.forward.
-at::Tensor rms_norm_bf16(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16, "bf16 only");
-  const int64_t D = x.size(-1);
-  TORCH_CHECK(weight.numel() == D && weight.is_contiguous() && x.is_contiguous(), "x contiguous [..., D], weight [D]");
-  at::Tensor out = at::empty_like(x);
-  const int64_t rows = x.numel() / D;
-  const auto* xp = x.data_ptr<at::BFloat16>();
-  const auto* wp = weight.data_ptr<at::BFloat16>();
-  auto* op = out.data_ptr<at::BFloat16>();
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const at::BFloat16* row = xp + r * D;
-      __m512 squares = _mm512_setzero_ps();
-      for (int64_t k = 0; k < D; k += 16) {
-        __m512 v = load_bf16x16(row + k, tail16(D - k));
-        squares = _mm512_fmadd_ps(v, v, squares);
-      }
-      const float inverse = 1.f / std::sqrt(_mm512_reduce_add_ps(squares) / D + static_cast<float>(eps));
-      const __m512 scale = _mm512_set1_ps(inverse);
-      for (int64_t k = 0; k < D; k += 16) {
-        __mmask16 mask = tail16(D - k);
-        __m512 normed = _mm512_mul_ps(load_bf16x16(row + k, mask), scale);
-        // round to bf16 first, then the bf16 * bf16 product rounds once more
-        __m512 rounded = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(normed)), 16));
-        store_bf16x16(op + r * D + k, _mm512_mul_ps(rounded, load_bf16x16(wp + k, mask)), mask);
-      }
-    }
-  });
-  return out;
-}
-
-// x [S, H, D] bf16 (any strides, last dim contiguous), cos / sin [S, D] fp32 -> bf16 [S, H, D]
-// contiguous: x * cos + rotate_half(x) * sin in fp32, rotate_half(x) = (-x[D/2:], x[:D/2]).
-at::Tensor rotary_bf16(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kBFloat16 && x.stride(2) == 1, "x bf16 [S, H, D], last dim contiguous");
-  const int64_t S = x.size(0), H = x.size(1), D = x.size(2), half = D / 2;
-  TORCH_CHECK(D % 2 == 0 && cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat, "cos, sin fp32");
-  at::Tensor c = cos.reshape({S, D}).contiguous(), s = sin.reshape({S, D}).contiguous();
-  at::Tensor out = at::empty({S, H, D}, x.options());
-  const auto* xp = x.data_ptr<at::BFloat16>();
-  const float* cp = c.data_ptr<float>();
-  const float* sp = s.data_ptr<float>();
-  auto* op = out.data_ptr<at::BFloat16>();
-  const int64_t s0 = x.stride(0), s1 = x.stride(1);
-  at::parallel_for(0, S, 16, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      for (int64_t h = 0; h < H; ++h) {
-        const at::BFloat16* in = xp + i * s0 + h * s1;
-        at::BFloat16* dst = op + (i * H + h) * D;
-        for (int64_t k = 0; k < half; k += 16) {
-          __mmask16 mask = tail16(half - k);
-          __m512 first = load_bf16x16(in + k, mask), second = load_bf16x16(in + half + k, mask);
-          __m512 c1 = _mm512_maskz_loadu_ps(mask, cp + i * D + k), c2 = _mm512_maskz_loadu_ps(mask, cp + i * D + half + k);
-          __m512 s1v = _mm512_maskz_loadu_ps(mask, sp + i * D + k), s2 = _mm512_maskz_loadu_ps(mask, sp + i * D + half + k);
-          store_bf16x16(dst + k, _mm512_fnmadd_ps(second, s1v, _mm512_mul_ps(first, c1)), mask);
-          store_bf16x16(dst + half + k, _mm512_fmadd_ps(first, s2, _mm512_mul_ps(second, c2)), mask);
-        }
-      }
-    }
-  });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(qwen_vl_cpu, m) {
@@ -428,7 +339,5 @@ TORCH_LIBRARY(qwen_vl_cpu, m) {
   m.def("linear_int8(Tensor x, Tensor q, Tensor scales) -> Tensor", &linear_int8);
   m.def("dequantize_int8(Tensor q, Tensor scales) -> Tensor", &dequantize_int8);
   m.def("linear_int4(Tensor x, Tensor tiles, Tensor scales, Tensor zeros) -> Tensor", &linear_int4);
-  m.def("rms_norm_bf16(Tensor x, Tensor weight, float eps) -> Tensor", &rms_norm_bf16);
-  m.def("rotary_bf16(Tensor x, Tensor cos, Tensor sin) -> Tensor", &rotary_bf16);
   m.def("dequantize_int4_tiles(Tensor tiles, Tensor scales, Tensor zeros) -> Tensor", &dequantize_int4_tiles);
 }
