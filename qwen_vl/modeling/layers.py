@@ -33,12 +33,6 @@ class RMSNorm(nn.Module):
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
-def residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """x + update; without autograd, added into `update` (a block's fresh output) instead of a new
-    tensor: a full-size prefill otherwise pays page faults for a fresh buffer per block."""
-    return x + update if torch.is_grad_enabled() else update.add_(x)
-
-
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)

@@ -14,7 +14,7 @@ import torch.nn as nn
 from ..config import TextConfig
 from .attention import decoder_attention
 from .cache import KVCache
-from .layers import RMSNorm, activation, apply_rotary, by_rows, fused_cpu_ops, residual
+from .layers import RMSNorm, activation, apply_rotary, by_rows, fused_cpu_ops
 from .rope import mrope_angles
 
 
@@ -94,8 +94,8 @@ class DecoderLayer(nn.Module):
     def forward(self, x, cos, sin, mask, cache, backend):
         if self.observers:
             return self._observed_forward(x, cos, sin, mask, cache, backend)
-        x = residual(x, self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, backend))
-        return residual(x, by_rows(lambda rows: self.mlp(self.post_attention_layernorm(rows)), x, dim=1))
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, backend)
+        return x + by_rows(lambda rows: self.mlp(self.post_attention_layernorm(rows)), x, dim=1)  # x [B, L, E]
 
     def _observed_forward(self, x, cos, sin, mask, cache, backend):
         normed = self.input_layernorm(x)

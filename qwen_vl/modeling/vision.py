@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import VisionConfig
 from .attention import Segments, segment_attention
-from .layers import RMSNorm, activation, apply_rotary, by_rows, fused_cpu_ops, residual
+from .layers import RMSNorm, activation, apply_rotary, by_rows, fused_cpu_ops
 from .windows import frame_lengths, window_partition
 
 
@@ -92,8 +92,8 @@ class VisionBlock(nn.Module):
         self.mlp = GatedMLP(cfg) if cfg.norm == "rms" else PlainMLP(cfg)
 
     def forward(self, x, cos, sin, segments: Segments, backend: str):
-        x = residual(x, self.attn(self.norm1(x), cos, sin, segments, backend))
-        return residual(x, by_rows(lambda rows: self.mlp(self.norm2(rows)), x))
+        x = x + self.attn(self.norm1(x), cos, sin, segments, backend)
+        return x + by_rows(lambda rows: self.mlp(self.norm2(rows)), x)
 
 
 class PatchMerger(nn.Module):
