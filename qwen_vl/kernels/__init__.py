@@ -6,13 +6,14 @@ They are compiled on first use with torch's C++ extension builder (g++ and ninja
 into ~/.cache/qwen-vl/kernels (or $QWEN_VL_KERNELS_CACHE), once per source, torch version and
 CPU. They need AVX-512 with BF16 and VNNI; elsewhere, without a compiler, or with
 QWEN_VL_CPU_KERNELS=0, every layer uses PyTorch's own kernels and gives the same results within
-rounding. `ops()` is the registered operator namespace, or None.
+rounding. A failed build is said once and remembered in its cache folder (delete it to retry). `ops()` is the registered operator namespace, or None.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -57,15 +58,21 @@ def build(directory: Path, name: str) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     print("qwen-vl: compiling the CPU kernels (once, about 15 s)", file=sys.stderr, flush=True)
-    load(
-        name=name,
-        sources=[str(path) for path in SOURCES],
-        extra_cflags=COMPILER_FLAGS,
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(directory),
-        is_python_module=False,
-        verbose=False,
-    )
+    builder_log = logging.getLogger("torch.utils.cpp_extension")
+    level = builder_log.level
+    builder_log.setLevel(logging.ERROR)  # its compiler-compatibility banners; a failure is our one line
+    try:
+        load(
+            name=name,
+            sources=[str(path) for path in SOURCES],
+            extra_cflags=COMPILER_FLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+            is_python_module=False,
+            verbose=False,
+        )
+    finally:
+        builder_log.setLevel(level)
     return directory / f"{name}.so"
 
 
@@ -78,7 +85,9 @@ def ops():
         return None
     name = build_name()
     directory = cache_dir() / name
-    library = directory / f"{name}.so"
+    library, failed = directory / f"{name}.so", directory / "build-failed.txt"
+    if failed.exists():  # told once, when the build failed; deleting the folder retries
+        return None
     try:
         if not library.exists():
             library = build(directory, name)
@@ -86,6 +95,10 @@ def ops():
     except Exception as err:  # no compiler, no ninja, a read-only home: run on PyTorch's kernels
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         print(f"qwen-vl: CPU kernels unavailable ({reason[:200]}); using PyTorch's", file=sys.stderr)
+        try:
+            failed.write_text(f"{reason}\n")
+        except OSError:
+            pass
         return None
     return torch.ops.qwen_vl_cpu
 

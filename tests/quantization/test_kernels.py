@@ -219,3 +219,13 @@ def test_bf16_model_with_fused_kernels_keeps_its_logits(monkeypatch):
         monkeypatch.setattr(kernels, "ops", lambda: None)
         plain = model(ids, **inputs).logits.float()
     assert (fused - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
+@needs_kernels
+def test_a_failed_build_is_told_once_and_remembered(tmp_path):
+    code = "from qwen_vl import kernels; print(kernels.ops())"
+    env = {"QWEN_VL_KERNELS_CACHE": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler")}
+    first, second = run_python(code, **env), run_python(code, **env)
+    assert first.stdout.strip() == second.stdout.strip() == "None"
+    assert first.stderr.strip().splitlines()[-1].startswith("qwen-vl: CPU kernels unavailable (")
+    assert "WARNING" not in first.stderr and second.stderr.strip() == ""
