@@ -23,7 +23,7 @@ constexpr int64_t kGrain = 64;        // weight rows per parallel task, at least
 constexpr int kPrefetchBytes = 512;      // how far ahead of the loads each weight row is prefetched
 constexpr int kPrefetchTileBytes = 2048; // the same for int4 tiles, one stream per thread
 
-// out[m, n] = sum_k x[m, k] * w[n, k] for rows [n0, n1), bf16 in, fp32 sums (vdpbf16ps).
+// out[m, n + t] = sum_k x[m, k] * w[n + t, k] for the T weight rows from n: bf16 in, fp32 sums (vdpbf16ps).
 template <int M, int T>
 void bf16_tile(const at::BFloat16* x, const at::BFloat16* w, float* out, int64_t K, int64_t N, int64_t n) {
   __m512 acc[M][T];
