@@ -34,10 +34,14 @@ class TextAttention(nn.Module):
         q = q.view(b, length, self.heads, self.head_dim)  # [B, L, H, D]
         k = k.view(b, length, self.kv_heads, self.head_dim)
         v = v.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, L, D]
-        ops = fused_cpu_ops(q) if b == 1 else None
-        if ops is not None:  # one pass per tensor; cos, sin [1, 1, L, D] -> [L, D]
-            angles = cos[0, 0].float(), sin[0, 0].float()
-            q, k = (ops.rotary_bf16(t[0], *angles)[None].transpose(1, 2) for t in (q, k))
+        ops = fused_cpu_ops(q)
+        if ops is not None:  # one pass per row and tensor; cos, sin [B, 1, L, D]
+            q, k = (
+                torch.stack([ops.rotary_bf16(t[i], cos[i, 0].float(), sin[i, 0].float()) for i in range(b)]).transpose(
+                    1, 2
+                )
+                for t in (q, k)
+            )
         else:
             q, k = (apply_rotary(t.transpose(1, 2), cos, sin) for t in (q, k))  # [B, H, L, D]
         if cache is not None:
