@@ -130,9 +130,10 @@ def load_model(
     return model, processor
 
 
-# Without our kernels: oneDNN packing reads and rewrites every weight once: on small models (the demo's) it makes
-# one-row products 2-3x faster, on full-size ones 5-10% faster for about 35 s of loading a 3B
-# (docs/performance.md), so models above this size keep their memory-mapped weights.
+# Without our kernels (qwen_vl/kernels), oneDNN packing: it reads and rewrites every weight once.
+# On small models (the demo's) it makes one-row products 2-3x faster; on full-size ones 5-10%
+# faster for about 35 s of loading a 3B (docs/performance.md), so models above this size keep
+# their memory-mapped weights.
 PACK_MAX_BYTES = 2 * 10**9
 
 

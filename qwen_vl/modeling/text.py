@@ -35,19 +35,21 @@ class TextAttention(nn.Module):
         k = k.view(b, length, self.kv_heads, self.head_dim)
         v = v.view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, L, D]
         ops = fused_cpu_ops(q)
-        if ops is not None:  # one pass per row and tensor; cos, sin [B, 1, L, D]
-            q, k = (
-                torch.stack([ops.rotary_bf16(t[i], cos[i, 0].float(), sin[i, 0].float()) for i in range(b)]).transpose(
-                    1, 2
-                )
-                for t in (q, k)
-            )
+        if ops is not None:  # one pass per row and tensor
+            q, k = (fused_rotary(ops, t, cos, sin) for t in (q, k))
         else:
             q, k = (apply_rotary(t.transpose(1, 2), cos, sin) for t in (q, k))  # [B, H, L, D]
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, Hkv, past + L, D]
         out = decoder_attention(q, k, v, mask, backend)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+
+
+def fused_rotary(ops, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, L, H, D] bf16, cos / sin [B, 1, L, D] -> rotated [B, H, L, D] by our fused kernel,
+    row by row (the kernel takes one row's [L, H, D])."""
+    rows = [ops.rotary_bf16(x[i], cos[i, 0].float(), sin[i, 0].float()) for i in range(x.shape[0])]
+    return torch.stack(rows).transpose(1, 2)
 
 
 class TextMLP(nn.Module):
