@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from qwen_vl.processing.image import ImageSettings
+from qwen_vl.processing.processor import preprocessor_config
 from qwen_vl.processing.tokenizer import SPECIAL_TOKENS
 
 DEFAULT_CACHE = Path(os.environ.get("QWEN_VL_BENCH_CACHE", Path.home() / ".cache" / "qwen-vl-bench"))
@@ -99,24 +101,7 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-PREPROCESSOR = {
-    "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2_5_VLProcessor",
-    "do_resize": True,
-    "resample": 3,
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "do_convert_rgb": True,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "size": {"shortest_edge": 3136, "longest_edge": 12845056},
-    "patch_size": 14,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-}
+PREPROCESSOR = preprocessor_config(ImageSettings())  # the published defaults, as our processor writes them
 CHECKPOINT_VERSION = "1"  # bump to rebuild cached checkpoints after a format change
 
 

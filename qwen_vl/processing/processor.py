@@ -150,25 +150,7 @@ class QwenVLProcessor:
 
     def preprocessor_config(self) -> dict:
         """The Hugging Face preprocessor_config.json content (old and transformers-5 keys)."""
-        s = self.image_settings
-        return {
-            "image_processor_type": "Qwen2VLImageProcessor",
-            "processor_class": "Qwen2_5_VLProcessor",
-            "do_resize": True,
-            "resample": 3,
-            "do_rescale": True,
-            "rescale_factor": 1 / 255,
-            "do_normalize": True,
-            "do_convert_rgb": True,
-            "image_mean": list(s.image_mean),
-            "image_std": list(s.image_std),
-            "min_pixels": s.min_pixels,
-            "max_pixels": s.max_pixels,
-            "size": {"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels},
-            "patch_size": s.patch_size,
-            "temporal_patch_size": s.temporal_patch_size,
-            "merge_size": s.merge_size,
-        }
+        return preprocessor_config(self.image_settings)
 
     # ---- text ----------------------------------------------------------------------------
     def apply_chat_template(
@@ -328,4 +310,26 @@ def video_settings_from_config(config: dict) -> VideoSettings:
     return VideoSettings(**{k: v for k, v in config.items() if k in known})
 
 
-__all__ = ["QwenVLProcessor", "ProcessorOutput", "image_settings_from_config"]
+def preprocessor_config(s: ImageSettings) -> dict:
+    """The Hugging Face preprocessor_config.json content for `s` (old and transformers-5 keys)."""
+    return {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor",
+        "do_resize": True,
+        "resample": 3,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "image_mean": list(s.image_mean),
+        "image_std": list(s.image_std),
+        "min_pixels": s.min_pixels,
+        "max_pixels": s.max_pixels,
+        "size": {"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels},
+        "patch_size": s.patch_size,
+        "temporal_patch_size": s.temporal_patch_size,
+        "merge_size": s.merge_size,
+    }
+
+
+__all__ = ["QwenVLProcessor", "ProcessorOutput", "image_settings_from_config", "preprocessor_config"]
