@@ -24,11 +24,11 @@ def randn(*shape, seed=0, scale=1.0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
-def block_quantized(x: torch.Tensor) -> torch.Tensor:
-    """x [rows, in] as the int8 kernel sees it: per block of 256, round(x / s) * s with s =
-    max |x| / 127 (fp32)."""
+def block_quantized(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x [rows, in] as our int kernels see it: per block of `block` values (256 for int8, the
+    weight's group for int4), round(x / s) * s with s = max |x| / 127 (fp32)."""
     rows, width = x.shape
-    padded = F.pad(x.float(), (0, -width % 256)).view(rows, -1, 256)
+    padded = F.pad(x.float(), (0, -width % block)).view(rows, -1, block)
     scale = padded.abs().amax(-1, keepdim=True) / 127
     inverse = torch.where(scale > 0, 127 / padded.abs().amax(-1, keepdim=True), torch.zeros_like(scale))
     return ((padded * inverse).round() * scale).view(rows, -1)[:, :width]
@@ -62,7 +62,7 @@ def test_int8_product_equals_the_block_quantized_reference(out_features, in_feat
     qweight, scales = int8.quantize(randn(out_features, in_features, seed=1, scale=0.05).bfloat16())
     got = kernels.ops().linear_int8(x, qweight, scales)
     weight = qweight.float() * scales.float()[:, None]
-    assert_close_to(got, block_quantized(x.float()) @ weight.T, 2 * 2**-8)
+    assert_close_to(got, block_quantized(x.float(), 256) @ weight.T, 2 * 2**-8)
     # and the activation rounding itself costs about a percent of the largest output
     assert_close_to(got, x.float() @ weight.T, 0.03)
 
@@ -71,14 +71,6 @@ def test_int8_product_equals_the_block_quantized_reference(out_features, in_feat
 def test_int8_dequantization_is_bit_exact():
     qweight, scales = int8.quantize(randn(130, 200, scale=0.05).bfloat16())
     assert torch.equal(kernels.ops().dequantize_int8(qweight, scales), int8.dequantize(qweight, scales))
-
-
-def group_quantized(x: torch.Tensor, group: int) -> torch.Tensor:
-    """x [rows, in] as the int4 kernel sees it: per group of the weight's, round(x / s) * s."""
-    grouped = x.float().view(x.shape[0], -1, group)
-    scale = grouped.abs().amax(-1, keepdim=True) / 127
-    inverse = torch.where(scale > 0, 127 / grouped.abs().amax(-1, keepdim=True), torch.zeros_like(scale))
-    return ((grouped * inverse).round() * scale).view_as(x)
 
 
 def int4_layer(out_features: int, in_features: int, group: int = 128):
@@ -95,7 +87,7 @@ def test_int4_product_equals_the_group_quantized_reference(out_features, in_feat
     x[0, :group] = 0  # a group of zeros must not divide by zero
     got = kernels.ops().linear_int4(x, layer.tiles, layer.scales, layer.zeros)
     assert got.shape == (rows, out_features)
-    assert_close_to(got, group_quantized(x, group) @ weight.T, 2 * 2**-8)
+    assert_close_to(got, block_quantized(x, group) @ weight.T, 2 * 2**-8)
     assert_close_to(got, x.float() @ weight.T, 0.03)
 
 
