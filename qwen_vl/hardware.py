@@ -8,15 +8,26 @@ import torch
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none to read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.cache
 def cpu_has_bf16_matmul() -> bool:
     """True where the CPU has bf16 matrix instructions (AVX512-BF16 or AMX).
 
     Without them (AVX2 machines) a bf16 GEMM runs several times slower than fp32, while a bf16
     GEMV (one row, memory-bound) is still faster; see benchmarks/vision.py."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
+    flags = cpu_flags()
+    if not flags:
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     return "avx512_bf16" in flags or "amx_bf16" in flags
 

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..hardware import cpu_flags
+
 HERE = Path(__file__).parent
 SOURCES = (HERE / "decode_products.cpp", HERE / "fused_ops.cpp")
 HEADERS = (HERE / "simd.h",)
@@ -25,17 +27,6 @@ CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 STREAM_MAX_ROWS = 4  # rows one pass of the streaming products serves; more go to GEMMs
 SLICE_ROWS = 2048  # weight rows dequantized at a time for a GEMM (8 MB of bf16 at width 2048)
 COMPILER_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mavx512vnni", "-mfma", "-fopenmp"]
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cache_dir() -> Path:
