@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1, 2, 4, 3 (three passes), 5
+# Rebuild the bundled model from scratch: synthetic data -> stage 0 (text LLM, reading, vision tower) -> stages 1, 2, 4, 3 (three passes), 5, 6
 # -> qwen_vl/assets/model -> held-out scores. See docs/bundled_model.md for the measured times of each step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,10 @@ stage_data() {  # the rest: drawn on the core stage 0b frees while the vision st
     done
     synthetic --out data/bundled/train2 --task video --n 4000 --seed 13
     synthetic --out data/bundled/heldout_fps --task video --n 200 --seed 1002 --fps-set 7,23
+    for task in caption vqa; do  # stage 6: light backgrounds too; held out: the evaluation-only renderer
+        synthetic --out data/bundled/light --task "$task" --n 3000 --seed 14 --max-size 448 --light-backgrounds
+        synthetic --out data/bundled/heldout_alt --task "$task" --n 200 --seed 1004 --renderer alt
+    done
 }
 
 # 2. stage 0: a text-only Qwen2 LLM (and the tokenizer) on the world's language and chat turns;
@@ -68,7 +72,7 @@ wait "$reading"  # a failed stage 0, 0b or data step fails the build here
 #    event shape's ink changed, a head told the event's changed tokens; pictures mixed in) in three passes,
 #    each a warm restart with another draw order, on the refitted tower's tokens (the event lookup forms
 #    in the pass after the refit, not in passes before it); stage 5: the tower and the LLM fitted to each
-#    other on pictures (both learning)
+#    other on pictures (both learning); stage 6: pictures on light backgrounds too
 two_processes() {  # NAME SCRIPT ARGS...: two one-thread CPU processes; the launcher's stderr kept, a failure told
     local errors="runs/bundled/$1.stderr"; shift
     if ! ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
@@ -94,13 +98,15 @@ for pass in 0 1 2; do
 done
 say "stage 5"
 stage 5
+say "stage 6"
+stage 6
 unset OMP_NUM_THREADS
 
 # 4. install it in the package and score it on the held-out sets
 say "install"
-python -m bundled_model.install runs/bundled/stage5/final
+python -m bundled_model.install runs/bundled/stage6/final
 say "scores"
-score() {  # SET NAME: one held-out set, one thread (the five run side by side on the two cores)
+score() {  # SET NAME: one held-out set, one thread (the seven run side by side on the two cores)
     OMP_NUM_THREADS=1 python -m qwen_vl.eval --task "synthetic-${2%%_*}" --data "data/bundled/$1/${2%%_*}.jsonl" \
         --output "runs/bundled/eval/$2" --no-progress
 }
@@ -109,5 +115,8 @@ for task in caption vqa ocr video; do
     score heldout "$task" & scoring+=($!)
 done
 score heldout_fps video_unseen_fps & scoring+=($!)
+for task in caption vqa; do
+    score heldout_alt "${task}_alt" & scoring+=($!)
+done
 for job in "${scoring[@]}"; do wait "$job"; done  # a failed score fails the build
 say "done"

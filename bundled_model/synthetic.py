@@ -107,6 +107,7 @@ class WorldOptions:
     video_size: tuple[int, int] = (112, 224)  # frame sides, px (even)
     duration: tuple[int, int] = (3, 10)  # clip length, whole seconds
     renderer: str = "train"  # "alt": synthetic_render_alt.py's pictures and sizes (caption, vqa, ground)
+    light_backgrounds: bool = False  # caption, vqa and ground pictures may get a light background too
 
 
 def sample_rng(seed: int, task: str, index: int, renderer: str = "train") -> np.random.Generator:
@@ -194,7 +195,8 @@ def build_sample(task: str, seed: int, index: int, options: WorldOptions, media_
         prompt, answer = _image_question(task, rng, scene, [s.bbox for s in scene.shapes], record)
         record.update(renderer="alt", style=asdict(style))
     elif task in ("caption", "vqa", "ground"):
-        scene = sample_image_scene(rng, *sample_image_size(rng, options.min_size, options.max_size))
+        size = sample_image_size(rng, options.min_size, options.max_size)
+        scene = sample_image_scene(rng, *size, light=options.light_backgrounds)
         save_png(render_image_scene(scene), Path(media_dir, name + ".png"))
         media = {"type": "image", "image": f"{MEDIA_DIRS[task]}/{name}.png"}
         boxes = [drawn_bbox(s, scene.width, scene.height) for s in scene.shapes] if task == "ground" else []
@@ -391,6 +393,11 @@ def build_parser() -> OneLineParser:
         help="alt: the evaluation-only renderer (caption, vqa, ground; its own sizes, 256-1024 px)",
     )
     parser.add_argument(
+        "--light-backgrounds",
+        action="store_true",
+        help="caption, vqa and ground pictures may also get a light, near-white background",
+    )
+    parser.add_argument(
         "--workers", default=1, type=_int_at_least(1), help="processes (output is the same for any count)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -402,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.renderer == "alt" and args.task not in ALT_TASKS:
         parser.error(f"argument --renderer: alt draws {', '.join(ALT_TASKS)} pictures only, not {args.task}")
+    if args.light_backgrounds and (args.renderer == "alt" or args.task not in ALT_TASKS):
+        parser.error("argument --light-backgrounds: for caption, vqa and ground pictures of the training renderer")
     if args.renderer == "alt" and args.max_size is not None:
         parser.error("argument --max-size: the alt renderer draws its own sizes (256-1024 px per side)")
     args.max_size = WorldOptions.max_size if args.max_size is None else args.max_size
@@ -411,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --max-size: {args.max_size} is above the maximum {MAX_IMAGE_PX}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {args.out} exists and is not a folder")
-    options = WorldOptions(max_size=args.max_size, fps_set=args.fps_set, renderer=args.renderer)
+    options = WorldOptions(
+        max_size=args.max_size, fps_set=args.fps_set, renderer=args.renderer, light_backgrounds=args.light_backgrounds
+    )
     tasks = TASKS if args.task == "all" else (args.task,)
     for task in tasks:
         start = time.perf_counter()

@@ -45,6 +45,17 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "pink": (235, 180, 190),
     "teal": (60, 140, 140),
 }
+# Light, near-white backgrounds, as on a page or a slide. Drawn only when asked (`light=True`, the
+# synthetic CLI's --light-backgrounds): on the muted backgrounds alone a model learns "light = a white
+# shape" and names a plain light background as a white square. Shape colours keep MIN_CONTRAST, so
+# white and yellow shapes are not drawn on them.
+LIGHT_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "snow": (236, 236, 236),
+    "ivory": (248, 244, 226),
+    "pale blue": (222, 232, 244),
+    "pale green": (226, 240, 224),
+}
+BACKGROUND_RGB = {**BACKGROUNDS, **LIGHT_BACKGROUNDS}
 TEXTURES = ("plain", "noise", "stripes", "checker", "gradient")
 TEXTURE_AMPLITUDE = 14  # a textured pixel differs from its base colour by at most this per channel
 MIN_CONTRAST = 100.0  # RGB distance between a base colour and any shape colour drawn on it
@@ -89,19 +100,19 @@ def colour_distance(a, b) -> float:
 
 def colours_on(background: str) -> list[str]:
     """Shape colours that stay distinguishable on this background base colour."""
-    base = BACKGROUNDS[background]
+    base = BACKGROUND_RGB[background]
     return [name for name, rgb in COLOURS.items() if colour_distance(rgb, base) >= MIN_CONTRAST]
 
 
 @dataclass
 class Background:
-    colour: str  # a BACKGROUNDS name
+    colour: str  # a BACKGROUNDS or LIGHT_BACKGROUNDS name
     texture: str  # a TEXTURES name
     texture_seed: int  # drives the texture pattern; rendering is a pure function of the scene
 
     @property
     def rgb(self) -> tuple[int, int, int]:
-        return BACKGROUNDS[self.colour]
+        return BACKGROUND_RGB[self.colour]
 
 
 @dataclass
@@ -212,16 +223,18 @@ def sample_image_size(rng: np.random.Generator, min_size: int, max_size: int) ->
     return width, height
 
 
-def sample_background(rng: np.random.Generator) -> Background:
-    colour = str(rng.choice(list(BACKGROUNDS)))
+def sample_background(rng: np.random.Generator, light: bool = False) -> Background:
+    """light: the light backgrounds are drawn too (the muted ones alone otherwise, with the same draws)."""
+    colour = str(rng.choice(list(BACKGROUND_RGB if light else BACKGROUNDS)))
     texture = str(rng.choice(list(TEXTURES)))
     return Background(colour, texture, int(rng.integers(0, 2**31)))
 
 
-def sample_image_scene(rng: np.random.Generator, width: int, height: int) -> ImageScene:
-    """1-3 shapes (their count drawn) of distinct kinds, each alone in its own third of the image."""
+def sample_image_scene(rng: np.random.Generator, width: int, height: int, light: bool = False) -> ImageScene:
+    """1-3 shapes (their count drawn) of distinct kinds, each alone in its own third of the image;
+    light: on any background, light ones included."""
     count = int(rng.integers(1, 4))
-    background = sample_background(rng)
+    background = sample_background(rng, light)
     palette = colours_on(background.colour)
     kinds = [KINDS[i] for i in rng.choice(len(KINDS), count, replace=False)]
     regions = sorted(int(r) for r in rng.choice(len(REGIONS), count, replace=False))

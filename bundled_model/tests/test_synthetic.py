@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from bundled_model.synthetic_world import (
     BACKGROUNDS,
     COLOURS,
     KINDS,
+    LIGHT_BACKGROUNDS,
     MIN_CONTRAST,
     QUESTION_TEMPLATES,
     TEXTURE_AMPLITUDE,
@@ -105,6 +107,26 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert (tmp_path / "e/caption.jsonl").read_text().splitlines() == (
         tmp_path / "a/caption.jsonl"
     ).read_text().splitlines()[:3]
+
+
+def test_light_backgrounds_only_when_asked_and_drawn_as_sampled(tmp_path):
+    """Without the option no scene gets a light background; with it some do, their shapes keep
+    MIN_CONTRAST from it, and the picture's background is that colour (within the texture's amplitude)."""
+    plain = [sample_image_scene(np.random.default_rng(i), 200, 100).background.colour for i in range(200)]
+    assert set(plain) <= set(BACKGROUNDS)
+    write_dataset(tmp_path, "caption", 40, 3, replace(SMALL, light_backgrounds=True))
+    records = read_records(tmp_path / "caption.jsonl")
+    light = [r for r in records if r["scene"]["background"]["colour"] in LIGHT_BACKGROUNDS]
+    assert 0 < len(light) < len(records)
+    for record in light:
+        rgb = LIGHT_BACKGROUNDS[record["scene"]["background"]["colour"]]
+        assert all(math.dist(COLOURS[s["colour"]], rgb) >= MIN_CONTRAST for s in record["scene"]["shapes"])
+        image = pixels(record, tmp_path)
+        shape_free = np.ones(image.shape[:2], bool)
+        for shape in record["scene"]["shapes"]:
+            x0, y0, x1, y1 = shape["bbox"]
+            shape_free[y0:y1, x0:x1] = False
+        assert near(image, rgb, TEXTURE_AMPLITUDE * math.sqrt(3) + 1)[shape_free].mean() > 0.99
 
 
 def test_world_text_is_seeded_and_covered_by_the_tokenizer_corpus():
@@ -475,6 +497,11 @@ def test_cli_end_to_end(tmp_path):
         (["--task", "ocr", "--n", "2", "--max-size", "8"], "argument --max-size: 8 is below the minimum 32"),
         (["--task", "ocr", "--n", "many"], "argument --n: 'many' is not a whole number"),
         (["--n", "2"], "the following arguments are required: --task"),
+        (["--task", "video", "--n", "2", "--light-backgrounds"], "argument --light-backgrounds: for caption, vqa"),
+        (
+            ["--task", "caption", "--n", "2", "--light-backgrounds", "--renderer", "alt"],
+            "argument --light-backgrounds: for caption, vqa",
+        ),
     ],
 )
 def test_cli_bad_arguments_one_line_exit_2(tmp_path, capsys, argv, message):
