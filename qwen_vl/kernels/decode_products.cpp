@@ -87,6 +87,16 @@ void int8_tile(const QuantizedRow* x, const int8_t* q, float* out, int64_t K, in
     for (int t = 0; t < T; ++t) out[m * N + n + t] = _mm512_reduce_add_ps(acc[m][t]);
 }
 
+// x[k0, k1) as int8 with one scale, max |x| / 127 (0 for a block of zeros), rounded to nearest:
+// the activation quantization of both the int8 and the int4 products.
+inline float quantize_block(const at::BFloat16* x, int64_t k0, int64_t k1, int8_t* q) {
+  float amax = 0.f;
+  for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::abs(static_cast<float>(x[k])));
+  const float inverse = amax > 0 ? 127.f / amax : 0.f;
+  for (int64_t k = k0; k < k1; ++k) q[k - k0] = static_cast<int8_t>(std::nearbyint(static_cast<float>(x[k]) * inverse));
+  return amax / 127.f;
+}
+
 // Buffers of one x row quantized for int8_tile (values past K are zero).
 struct QuantizedRowBuffers {
   std::vector<uint8_t> magnitude;
@@ -96,17 +106,13 @@ struct QuantizedRowBuffers {
   QuantizedRowBuffers(const at::BFloat16* x, int64_t K) {
     const int64_t blocks = (K + kScaleBlock - 1) / kScaleBlock;
     magnitude.assign(blocks * kScaleBlock, 0), negative.assign(blocks * 4, 0), scale.assign(blocks, 0.f);
+    int8_t q[kScaleBlock];
     for (int64_t block = 0; block < blocks; ++block) {
       const int64_t k0 = block * kScaleBlock, k1 = std::min(K, k0 + kScaleBlock);
-      float amax = 0.f;
-      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::abs(static_cast<float>(x[k])));
-      if (amax == 0.f) continue;
-      scale[block] = amax / 127.f;
-      const float inverse = 127.f / amax;
+      scale[block] = quantize_block(x, k0, k1, q);
       for (int64_t k = k0; k < k1; ++k) {
-        const float v = std::nearbyint(static_cast<float>(x[k]) * inverse);
-        magnitude[k] = static_cast<uint8_t>(std::abs(v));
-        if (v < 0) negative[k / 64] |= 1ull << (k % 64);
+        magnitude[k] = static_cast<uint8_t>(std::abs(q[k - k0]));
+        if (q[k - k0] < 0) negative[k / 64] |= 1ull << (k % 64);
       }
     }
   }
@@ -219,15 +225,10 @@ struct GroupQuantizedRow {
 
   GroupQuantizedRow(const at::BFloat16* x, int64_t K, int64_t group) : values(K), scale(K / group), sum(K / group) {
     for (int64_t g = 0; g < K / group; ++g) {
-      float amax = 0.f;
-      for (int64_t k = g * group; k < (g + 1) * group; ++k) amax = std::max(amax, std::abs(static_cast<float>(x[k])));
-      const float inverse = amax > 0 ? 127.f / amax : 0.f;
+      scale[g] = quantize_block(x, g * group, (g + 1) * group, values.data() + g * group);
       int32_t total = 0;
-      for (int64_t k = g * group; k < (g + 1) * group; ++k) {
-        values[k] = static_cast<int8_t>(std::nearbyint(static_cast<float>(x[k]) * inverse));
-        total += values[k];
-      }
-      scale[g] = amax / 127.f, sum[g] = static_cast<float>(total);
+      for (int64_t k = g * group; k < (g + 1) * group; ++k) total += values[k];
+      sum[g] = static_cast<float>(total);
     }
   }
 };

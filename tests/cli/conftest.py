@@ -3,13 +3,6 @@
 import pytest
 from PIL import Image
 
-from tests.tiny import save_tiny_model_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model_dir(tmp_path_factory.mktemp("cli-model"))
-
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):

@@ -7,14 +7,8 @@ import pytest
 from qwen_vl.eval.runner import main
 from tests.eval.layouts import build_grounding, build_jsonl
 from tests.serve.support import serve_subprocess
-from tests.tiny import save_tiny_model_dir
 
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model_dir(tmp_path_factory.mktemp("api-eval-model"))
 
 
 def predictions(out_dir) -> list[tuple]:

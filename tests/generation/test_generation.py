@@ -13,26 +13,8 @@ from qwen_vl.generation import (
     generate_text,
     stream_text,
 )
-from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-from qwen_vl.processing import QwenVLProcessor
-from tests.tiny import save_tiny_model_dir
 
 NEW = 12
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model_dir(tmp_path_factory.mktemp("gen"))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return QwenVLForConditionalGeneration.from_pretrained(tiny_dir, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_dir):
-    return QwenVLProcessor.from_pretrained(tiny_dir)
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,12 @@ from PIL import Image
 
 from qwen_vl.loading import load_model
 from tests.serve.support import REPO, ask_cli, data_uri, serve_subprocess
-from tests.tiny import save_tiny_model_dir
 
 openai = pytest.importorskip("openai")
 
 KEY = "test-key"
 NEW = 16
 VIDEO = REPO / "qwen_vl" / "assets" / "examples" / "green_star.mp4"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model_dir(tmp_path_factory.mktemp("serve-model"))
 
 
 @pytest.fixture(scope="module")

@@ -4,30 +4,11 @@ one-by-one generation does."""
 import threading
 
 import pytest
-import torch
 from PIL import Image
 
 from qwen_vl.batching import BatchEngine, QueueFullError
 from qwen_vl.errors import PromptTooLongError
 from qwen_vl.generation import SamplingConfig, generate_ids, stop_token_ids, stream_text
-from qwen_vl.modeling.model import QwenVLForConditionalGeneration
-from qwen_vl.processing import QwenVLProcessor
-from tests.tiny import save_tiny_model_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model_dir(tmp_path_factory.mktemp("batching"))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return QwenVLForConditionalGeneration.from_pretrained(tiny_dir, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_dir):
-    return QwenVLProcessor.from_pretrained(tiny_dir)
 
 
 def text_turn(text):
