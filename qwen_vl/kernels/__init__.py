@@ -25,7 +25,10 @@ SOURCES = (HERE / "decode_products.cpp", HERE / "fused_ops.cpp")
 HEADERS = (HERE / "simd.h",)
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 STREAM_MAX_ROWS = 4  # rows one pass of the streaming products serves; more go to GEMMs
-SLICE_ROWS = 2048  # weight rows dequantized at a time for a GEMM (8 MB of bf16 at width 2048)
+# bf16 bytes of weight dequantized at a time for a GEMM: a slice that stays in cache (and below
+# glibc's mmap threshold, so its memory is reused instead of faulted in on every call). 4 MiB is
+# 1,024 rows at width 2,048 and 176 at 11,008; 45 MB slices made int4 prefill 2x slower there.
+SLICE_BYTES = 4 * 2**20
 COMPILER_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mavx512vnni", "-mfma", "-fopenmp"]
 
 
@@ -94,11 +97,11 @@ def ops():
     return torch.ops.qwen_vl_cpu
 
 
-def sliced_product(x2d, out_features: int, weight_columns, slice_rows: int = SLICE_ROWS):
-    """x2d [rows, in] @ W.T -> [rows, out], with W dequantized `slice_rows` output rows at a time
-    by weight_columns(start, end) -> W[start:end].T, [in, end - start]. A slice stays below
-    glibc's mmap threshold, so its memory is reused instead of faulted in on every call."""
+def sliced_product(x2d, out_features: int, weight_columns):
+    """x2d [rows, in] @ W.T -> [rows, out], with W dequantized about SLICE_BYTES at a time (whole
+    16-row tiles) by weight_columns(start, end) -> W[start:end].T, [in, end - start]."""
     import torch
 
+    slice_rows = max(16, SLICE_BYTES // (2 * x2d.shape[1]) // 16 * 16)
     parts = [x2d @ weight_columns(s, min(s + slice_rows, out_features)) for s in range(0, out_features, slice_rows)]
     return torch.cat(parts, dim=-1)

@@ -100,7 +100,7 @@ def test_int4_tiles_dequantize_bit_exactly():
 @needs_kernels
 @pytest.mark.parametrize("rows", [5, 300])
 def test_quantized_prefill_takes_dequantized_slices(rows, monkeypatch):
-    monkeypatch.setattr(kernels, "SLICE_ROWS", 128)  # several slices, the last one short
+    monkeypatch.setattr(kernels, "SLICE_BYTES", 128 * 256 * 2)  # 128-row slices: three, the last one short
     linear = nn.Linear(256, 320).bfloat16()
     x = randn(rows, 256).bfloat16()
     with torch.inference_mode():
