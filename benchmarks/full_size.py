@@ -1021,7 +1021,8 @@ def main(argv=None) -> None:
     for name in args.images:
         grid = prompts[name]["image_grid_thw"][0].tolist()
         print(f"prompt {name}: grid {grid}, {prompts[name]['input_ids'].shape[1]} tokens")
-    floors = prefill_floor(model_config(args.size), prompts, args.images, args.threads)
+    prefills_images = any(not engine.startswith("llama") for engine in args.engines)  # llama.cpp: text only
+    floors = prefill_floor(model_config(args.size), prompts, args.images, args.threads) if prefills_images else {}
     for name, (products, attention) in floors.items():
         print(
             f"prefill floor {name}: weight products alone {products:.2f} s + attention kernels alone {attention:.2f} s"
