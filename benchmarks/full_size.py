@@ -46,9 +46,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from qwen_vl.processing.chat import CHAT_TEMPLATE
 from qwen_vl.processing.image import ImageSettings
-from qwen_vl.processing.processor import preprocessor_config
+from qwen_vl.processing.processor import preprocessor_config, video_preprocessor_config
 from qwen_vl.processing.tokenizer import SPECIAL_TOKENS
+from qwen_vl.processing.video import VideoSettings
 
 DEFAULT_CACHE = Path(os.environ.get("QWEN_VL_BENCH_CACHE", Path.home() / ".cache" / "qwen-vl-bench"))
 ENGINES = ["ours-bf16", "ours-int8", "ours-int4", "transformers", "llama-bf16", "llama-q8_0", "llama-q4_0"]
@@ -92,21 +94,8 @@ N_SPECIAL = len(SPECIAL_TOKENS)
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
-    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 PREPROCESSOR = preprocessor_config(ImageSettings())  # the published defaults, as our processor writes them
-CHECKPOINT_VERSION = "1"  # bump to rebuild cached checkpoints after a format change
+CHECKPOINT_VERSION = "2"  # bump to rebuild cached checkpoints after a format change
 
 
 def model_config(size: str):
@@ -210,24 +199,8 @@ def build_checkpoint(size: str, model_dir: Path, shard_bytes: int = 2 * 1024**3)
     )
     write_tokenizer(model_dir)
     (model_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
-    (model_dir / "video_preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "video_processor_type": "Qwen2VLVideoProcessor",
-                "min_pixels": 3136,
-                "max_pixels": 12845056,
-                "fps": 2.0,
-                "min_frames": 4,
-                "patch_size": 14,
-                "temporal_patch_size": 2,
-                "merge_size": 2,
-                "image_mean": PREPROCESSOR["image_mean"],
-                "image_std": PREPROCESSOR["image_std"],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    video = video_preprocessor_config(VideoSettings())
+    (model_dir / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
     (model_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     marker.write_text(CHECKPOINT_VERSION + "\n")
     print(f"built in {time.perf_counter() - start:.0f} s: {total / 1e9:.2f} GB in {len(groups)} shards", flush=True)

@@ -144,8 +144,7 @@ class QwenVLProcessor:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         atomic_write_text(directory / PREPROCESSOR_CONFIG, json.dumps(self.preprocessor_config(), indent=2) + "\n")
-        video = {k: v for k, v in asdict(self.video_settings).items() if v is not None}
-        video["video_processor_type"] = "Qwen2VLVideoProcessor"
+        video = video_preprocessor_config(self.video_settings)
         atomic_write_text(directory / VIDEO_PREPROCESSOR_CONFIG, json.dumps(video, indent=2) + "\n")
 
     def preprocessor_config(self) -> dict:
@@ -308,6 +307,11 @@ def video_settings_from_config(config: dict) -> VideoSettings:
     """VideoSettings from a video_preprocessor_config.json (unknown keys ignored)."""
     known = VideoSettings.__dataclass_fields__
     return VideoSettings(**{k: v for k, v in config.items() if k in known})
+
+
+def video_preprocessor_config(s: VideoSettings) -> dict:
+    """The video_preprocessor_config.json content for `s` (the settings that are set)."""
+    return {"video_processor_type": "Qwen2VLVideoProcessor", **{k: v for k, v in asdict(s).items() if v is not None}}
 
 
 def preprocessor_config(s: ImageSettings) -> dict:
