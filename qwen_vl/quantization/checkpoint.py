@@ -14,7 +14,7 @@ from ..config import QwenVLConfig
 from ..errors import CheckpointError
 from ..weights import CheckpointTensors, save_state_dict
 from . import int4
-from .convert import KEEP, check_bits, kept, quantization_config, quantize_weight
+from .convert import check_bits, keep_for, kept, quantization_config, quantize_weight
 
 # Files of a model directory besides config.json and the weights, copied as they are.
 SIDE_FILES = (
@@ -55,7 +55,7 @@ def quantize_checkpoint(
     from the embedding table (`lm_head.qweight`, ...), which stays as it is for the lookup.
     Returns (layers quantized, layers left in `dtype`)."""
     check_bits(bits)
-    keep = KEEP[bits] if keep is None else keep
+    keep = keep_for(bits, keep)
     src, dst = Path(src), Path(dst)
     config = QwenVLConfig.from_pretrained(src)
     if config.quantization_config:

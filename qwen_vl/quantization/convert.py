@@ -51,7 +51,7 @@ def checkpoint_format(quantization_config: dict | None) -> str | None:
 
 def quantization_config(bits: str, keep: tuple[str, ...] | None = None, group_size: int = int4.GROUP_SIZE) -> dict:
     """The config.json entry of a checkpoint quantized by `qwen-vl quantize`."""
-    keep = KEEP[bits] if keep is None else keep
+    keep = keep_for(bits, keep)
     if bits == "int4":
         return {
             "quant_method": "awq",
@@ -62,6 +62,11 @@ def quantization_config(bits: str, keep: tuple[str, ...] | None = None, group_si
             "modules_to_not_convert": list(keep),
         }
     return {"quant_method": INT8_METHOD, "bits": 8, "group_size": -1, "modules_to_not_convert": list(keep)}
+
+
+def keep_for(bits: str, keep: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The module prefixes left unquantized: `keep`, or KEEP's for `bits` when it is None."""
+    return KEEP[bits] if keep is None else keep
 
 
 def kept(name: str, keep: tuple[str, ...]) -> bool:
@@ -120,8 +125,7 @@ class LinearConversion:
             if isinstance(module, nn.Module):
                 return module
             layer.weight = nn.Parameter(module, requires_grad=False)  # the dequantized fallback
-        keep = KEEP[self.bits] if self.bits and self.keep is None else self.keep or ()
-        if self.bits and not kept(name, keep) and layer.weight.device.type == "cpu":
+        if self.bits and not kept(name, keep_for(self.bits, self.keep)) and layer.weight.device.type == "cpu":
             module = self.quantized(layer)
             if module is not None:
                 return module
